@@ -1,0 +1,169 @@
+"""Codec benchmark: flare's encode/decode against bare upb and a bare orjson round trip.
+
+One operation = a SEND frame with a 256-byte payload is built, encoded, decoded and read
+(payload and message id), which is what a gateway does per message:
+
+  (a) flare protobuf   build with the generated classes, encode_frame, decode_frame, read
+  (b) bare upb         the same build, SerializeToString, Frame.FromString, read
+  (c) flare JSON       the same build, encode_frame(JSON), decode_frame, read
+  (d) orjson dict      build the serde-shape dict, orjson.dumps, orjson.loads,
+                       bytes(payload list), read
+
+Prints the median ns/op over several repeats, ops/s, and the throughput ratios flare/peer
+((a)/(b) and (c)/(d); the goal is >= 0.8). Run from the repository root:
+
+    .venv/bin/python benchmarks/codec.py            # 7 repeats of ~0.3 s each
+    .venv/bin/python benchmarks/codec.py --quick    # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import orjson
+
+from flare_proto import (
+    Command,
+    Compression,
+    Format,
+    Frame,
+    MessageCommand,
+    decode_frame,
+    encode_frame,
+)
+
+PAYLOAD = bytes((i * 37 + 11) % 256 for i in range(256))
+MESSAGE_ID = "1730000000000-0000000000000001"
+SEND_ID = "m-1730000000000-42"
+TIMESTAMP = 1730000000000
+
+
+def build() -> Frame:
+    """A SEND frame built with the plain generated classes (shared by (a), (b), (c))."""
+    frame = Frame(message_id=MESSAGE_ID, reliability=1, timestamp=TIMESTAMP)
+    message = frame.command.message
+    message.message_id = SEND_ID
+    message.payload = PAYLOAD
+    return frame
+
+
+def flare_protobuf() -> tuple[bytes, str]:
+    data = encode_frame(build(), Format.PROTOBUF)
+    frame, _, _ = decode_frame(data)
+    message = frame.command.message
+    return message.payload, message.message_id
+
+
+def bare_upb() -> tuple[bytes, str]:
+    data = build().SerializeToString()
+    frame = Frame.FromString(data)
+    message = frame.command.message
+    return message.payload, message.message_id
+
+
+def flare_json() -> tuple[bytes, str]:
+    data = encode_frame(build(), Format.JSON)
+    frame, _, _ = decode_frame(data)
+    message = frame.command.message
+    return message.payload, message.message_id
+
+
+def orjson_dict() -> tuple[bytes, str]:
+    obj = {
+        "command": {
+            "type": {
+                "message": {
+                    "type": 0,
+                    "message_id": SEND_ID,
+                    "payload": list(PAYLOAD),
+                    "metadata": {},
+                    "seq": 0,
+                }
+            }
+        },
+        "message_id": MESSAGE_ID,
+        "reliability": 1,
+        "timestamp": TIMESTAMP,
+        "metadata": {},
+    }
+    parsed = orjson.loads(orjson.dumps(obj))
+    message = parsed["command"]["type"]["message"]
+    return bytes(message["payload"]), message["message_id"]
+
+
+def flare_protobuf_zstd() -> tuple[bytes, str]:
+    data = encode_frame(build(), Format.PROTOBUF, Compression.ZSTD)
+    frame, _, _ = decode_frame(data)
+    message = frame.command.message
+    return message.payload, message.message_id
+
+
+def flare_protobuf_gzip() -> tuple[bytes, str]:
+    data = encode_frame(build(), Format.PROTOBUF, Compression.GZIP)
+    frame, _, _ = decode_frame(data)
+    message = frame.command.message
+    return message.payload, message.message_id
+
+
+CASES: list[tuple[str, Callable[[], tuple[bytes, str]]]] = [
+    ("(a) flare protobuf", flare_protobuf),
+    ("(b) bare upb", bare_upb),
+    ("(c) flare JSON", flare_json),
+    ("(d) orjson dict", orjson_dict),
+    ("flare protobuf + zstd", flare_protobuf_zstd),
+    ("flare protobuf + gzip", flare_protobuf_gzip),
+]
+
+
+def measure(fn: Callable[[], object], repeats: int, target_seconds: float) -> float:
+    """Median ns per call over ``repeats`` timed runs of a calibrated number of calls."""
+    loops = 1
+    while True:  # calibrate: grow until one run takes >= target_seconds / 4
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        if time.perf_counter() - start >= target_seconds / 4:
+            break
+        loops *= 2
+    loops *= 4
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        samples.append((time.perf_counter() - start) / loops * 1e9)
+    return statistics.median(samples)
+
+
+def check() -> None:
+    """Every case must read back the same payload and id."""
+    for name, fn in CASES:
+        if fn() != (PAYLOAD, SEND_ID):
+            raise SystemExit(f"{name} read back the wrong values")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 short repeats")
+    args = parser.parse_args()
+    repeats, target = (3, 0.05) if args.quick else (7, 0.3)
+    check()
+    print(f"Python {platform.python_version()}, {repeats} repeats, median shown")
+    print(f"{'case':<24}{'ns/op':>10}{'ops/s':>12}")
+    results: dict[str, float] = {}
+    for name, fn in CASES:
+        ns = measure(fn, repeats, target)
+        results[name] = ns
+        print(f"{name:<24}{ns:>10.0f}{1e9 / ns:>12,.0f}")
+    pb = results["(b) bare upb"] / results["(a) flare protobuf"]
+    js = results["(d) orjson dict"] / results["(c) flare JSON"]
+    print(f"throughput ratio flare protobuf / bare upb:   {pb:.2f}")
+    print(f"throughput ratio flare JSON / orjson dict:    {js:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Frame builders and readers for the v0.1.2 schema (reference §1, §5.1, §11).
+
+Frames are the generated protobuf classes themselves (``Frame`` is ``frame_pb2.Frame``):
+the Protobuf path then costs no conversion, and users who know the schema can build any
+frame directly. These helpers fill the fields the library always sets (message id,
+timestamp, reliability ``AT_LEAST_ONCE``) in one constructor call each.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from ._pb.commands_pb2 import (
+    Command,
+    CustomCommand,
+    MessageCommand,
+    NotificationCommand,
+    SystemCommand,
+)
+from ._pb.frame_pb2 import Frame
+
+AT_LEAST_ONCE = 1
+
+# SystemCommand.Type numbers (reference §1.3), as plain ints for cheap comparisons.
+CONNECT = 1
+CONNECT_ACK = 2
+CLOSE = 3
+PING = 4
+PONG = 5
+ERROR = 6
+KICKED = 10
+
+# MessageCommand.Type numbers (v0.1.2, reference §1.4).
+SEND = 0
+ACK = 1
+DATA = 2
+
+
+class CommandKind(enum.Enum):
+    """What a frame carries, as the application routes it."""
+
+    NONE = "none"
+    SYSTEM = "system"
+    SEND = "send"
+    ACK = "ack"
+    DATA = "data"
+    MESSAGE_OTHER = "message_other"
+    """A MessageCommand with a type number this profile does not know."""
+    NOTIFICATION = "notification"
+    CUSTOM = "custom"
+
+
+_MESSAGE_KINDS = {SEND: CommandKind.SEND, ACK: CommandKind.ACK, DATA: CommandKind.DATA}
+_ONEOF_KINDS = {
+    None: CommandKind.NONE,
+    "system": CommandKind.SYSTEM,
+    "notification": CommandKind.NOTIFICATION,
+    "custom": CommandKind.CUSTOM,
+}
+
+
+def command_kind(frame: Frame) -> CommandKind:
+    """Classify ``frame`` by its command oneof (and the MessageCommand type)."""
+    which = frame.command.WhichOneof("type") if frame.HasField("command") else None
+    if which == "message":
+        return _MESSAGE_KINDS.get(frame.command.message.type, CommandKind.MESSAGE_OTHER)
+    return _ONEOF_KINDS[which]
+
+
+MetadataIn = Mapping[str, str | bytes]
+
+
+def encode_metadata(metadata: MetadataIn | None) -> dict[str, bytes]:
+    """Metadata values are bytes on the wire; text is stored as UTF-8 (reference §5.1)."""
+    if not metadata:
+        return {}
+    return {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in metadata.items()}
+
+
+def meta_text(metadata: Mapping[str, bytes], key: str) -> str | None:
+    """A metadata value as text (invalid UTF-8 replaced), ``None`` when absent."""
+    value = metadata.get(key)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def system_frame(
+    kind: int,
+    *,
+    message_id: str,
+    timestamp: int,
+    message: str = "",
+    metadata: MetadataIn | None = None,
+    format: int = 0,
+    data: bytes = b"",
+) -> Frame:
+    """A SystemCommand frame (PING, PONG, CONNECT, CONNECT_ACK, ERROR, CLOSE, KICKED...)."""
+    return Frame(
+        command=Command(
+            system=SystemCommand(
+                type=kind,  # type: ignore[arg-type]
+                format=format,  # type: ignore[arg-type]
+                message=message,
+                metadata=encode_metadata(metadata),
+                data=data,
+            )
+        ),
+        message_id=message_id,
+        reliability=AT_LEAST_ONCE,  # type: ignore[arg-type]
+        timestamp=timestamp,
+    )
+
+
+def message_frame(
+    kind: int,
+    *,
+    message_id: str,
+    timestamp: int,
+    payload: bytes = b"",
+    command_id: str | None = None,
+    metadata: MetadataIn | None = None,
+    seq: int = 0,
+) -> Frame:
+    """A MessageCommand frame (SEND, ACK or DATA).
+
+    ``command_id`` is ``MessageCommand.message_id``; by default it equals the frame's id,
+    so SEND tracking and ACK matching work with either id (DESIGN §5, §6).
+    """
+    return Frame(
+        command=Command(
+            message=MessageCommand(
+                type=kind,  # type: ignore[arg-type]
+                message_id=message_id if command_id is None else command_id,
+                payload=payload,
+                metadata=encode_metadata(metadata),
+                seq=seq,
+            )
+        ),
+        message_id=message_id,
+        reliability=AT_LEAST_ONCE,  # type: ignore[arg-type]
+        timestamp=timestamp,
+    )
+
+
+def notification_frame(
+    kind: int,
+    *,
+    message_id: str,
+    timestamp: int,
+    title: str = "",
+    content: bytes = b"",
+    metadata: MetadataIn | None = None,
+) -> Frame:
+    """A NotificationCommand frame (SYSTEM, BROADCAST, ALERT, USER, CONNECTION)."""
+    return Frame(
+        command=Command(
+            notification=NotificationCommand(
+                type=kind,  # type: ignore[arg-type]
+                title=title,
+                content=content,
+                metadata=encode_metadata(metadata),
+            )
+        ),
+        message_id=message_id,
+        reliability=AT_LEAST_ONCE,  # type: ignore[arg-type]
+        timestamp=timestamp,
+    )
+
+
+def custom_frame(
+    name: str,
+    *,
+    message_id: str,
+    timestamp: int,
+    data: bytes = b"",
+    metadata: MetadataIn | None = None,
+) -> Frame:
+    """A CustomCommand frame named ``name``."""
+    return Frame(
+        command=Command(
+            custom=CustomCommand(name=name, data=data, metadata=encode_metadata(metadata))
+        ),
+        message_id=message_id,
+        reliability=AT_LEAST_ONCE,  # type: ignore[arg-type]
+        timestamp=timestamp,
+    )
+
+
+def ack_id(frame: Frame) -> str:
+    """The id an ACK refers to: ``MessageCommand.message_id``, else the frame's id."""
+    ident: str = frame.command.message.message_id or frame.message_id
+    return ident
