@@ -100,6 +100,12 @@ class ConnectionBase:
             raise LocalProtocolError("connection is closed")
         self._queue(data)
 
+    def abort(self, code: CloseCode | None, reason: str) -> None:
+        """End the connection now without sending anything, e.g. when the driver finds the
+        peer is not reading (``slow_consumer``) or the transport broke. Emits
+        :class:`ConnectionClosed`; does nothing if already closed."""
+        self._set_closed(code, reason, by_peer=False)
+
     # -- input ----------------------------------------------------------------------------
 
     def receive_message(self, payload: bytes, now: float) -> None:
@@ -170,6 +176,17 @@ class ConnectionBase:
         self._on_frame(frame, fmt, now)
 
     def _on_frame(self, frame: Frame, fmt: Format, now: float) -> None:
+        raise NotImplementedError
+
+    # -- timers (each side defines its own deadlines) -------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must be called next (``None``: no timer needed)."""
+        raise NotImplementedError
+
+    def handle_timer(self, now: float) -> None:
+        """Fire the deadlines that have passed at ``now``. Then flush ``data_to_send()``
+        and drain ``events_received()``."""
         raise NotImplementedError
 
     # -- sending and closing --------------------------------------------------------------

@@ -132,10 +132,10 @@ class _Invalid(Exception):
 def _to_bytes(value: Any, bools_possible: bool) -> bytes:
     if value.__class__ is not list:
         raise _Invalid
-    # bytes() rejects non-integers (TypeError) and values outside 0..255 (ValueError) in C;
-    # it accepts true/false as 1/0, so look for booleans only when the document contains a
-    # `true`/`false` token and the result has a 0 or 1 byte at all.
-    result = bytes(value)
+    # bytearray() rejects non-integers (TypeError) and values outside 0..255 (ValueError) in
+    # C, and is twice as fast as bytes() on a list. It accepts true/false as 1/0, so look for
+    # booleans only when the document has a `true`/`false` token and the result a 0 or 1.
+    result = bytes(bytearray(value))
     if (
         bools_possible
         and (b"\x00" in result or b"\x01" in result)
@@ -261,12 +261,18 @@ def frame_from_json(data: bytes | str) -> Frame:
         raise DecodeError(f"invalid JSON: {exc}") from None
     except TypeError as exc:  # not bytes/str at all: our caller's bug, still a bad frame
         raise DecodeError(f"invalid JSON input: {exc}") from None
-    # Booleans can hide in byte arrays only if the text has a `true`/`false` token.
+    # Booleans can hide in byte arrays only if the text has a `true`/`false` token. A
+    # one-byte search (memchr; an int needle takes that path) for "u" and "f" first: no key
+    # of a SEND/ACK/DATA frame holds either letter, so the substring search seldom runs.
     cls = data.__class__
     if cls is bytes:
-        bools = b"true" in data or b"false" in data  # type: ignore[operator]
+        bools = (0x75 in data or 0x66 in data) and (  # type: ignore[operator]
+            b"true" in data or b"false" in data  # type: ignore[operator]
+        )
     elif cls is str:
-        bools = "true" in data or "false" in data  # type: ignore[operator]
+        bools = (  # type: ignore[operator]
+            ("u" in data or "f" in data) and ("true" in data or "false" in data)
+        )
     else:  # bytearray/memoryview: always check
         bools = True
     try:

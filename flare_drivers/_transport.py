@@ -1,0 +1,49 @@
+"""What the driver loop needs from a transport: messages or stream bytes in, bytes out.
+
+A WebSocket transport yields whole messages (``Framing.MESSAGE``); a QUIC transport yields
+bytes of its one bidirectional stream (``Framing.STREAM``). Everything transport-specific
+(wsproto events, aioquic timers and datagrams, TLS) stays behind this protocol, so the
+loop in :mod:`flare_drivers._loop` is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from flare_proto import Framing
+
+
+@dataclass(frozen=True, slots=True)
+class TransportClosed:
+    """The peer closed the transport; ``number`` is its close code, if it gave one."""
+
+    number: int | None
+    reason: str
+
+
+class Transport(Protocol):
+    """A connected transport, as seen by :class:`~flare_drivers._loop.ConnectionDriver`."""
+
+    framing: Framing
+    """``MESSAGE``: :meth:`receive` returns whole frames; ``STREAM``: arbitrary chunks."""
+
+    remote: str
+    """The peer's address as ``host:port`` (for logs)."""
+
+    async def receive(self) -> bytes | TransportClosed:
+        """The next message or chunk. Must be safe to cancel (no data lost when a timer
+        interrupts it). Returns :class:`TransportClosed` once the peer has gone; calling
+        again after that returns it again."""
+        ...
+
+    async def send(self, chunks: list[bytes]) -> None:
+        """Write ``chunks`` in order: with ``MESSAGE`` framing each chunk is one message;
+        with ``STREAM`` they are concatenated. Implementations coalesce into as few
+        socket writes as they can. Raises ``anyio.BrokenResourceError`` if the peer went."""
+        ...
+
+    async def aclose(self, number: int | None, reason: str) -> None:
+        """Close with ``number`` (WebSocket close code, QUIC application error code);
+        ``None`` means a normal close. Idempotent, never raises."""
+        ...
