@@ -12,7 +12,7 @@ One operation = a SEND frame with a 256-byte payload is built, encoded, decoded 
 Prints the median ns/op over several repeats, ops/s, and the throughput ratios flare/peer
 ((a)/(b) and (c)/(d); the goal is >= 0.8). Run from the repository root:
 
-    .venv/bin/python benchmarks/codec.py            # 7 repeats of ~0.3 s each
+    .venv/bin/python benchmarks/codec.py            # 15 interleaved repeats of ~0.15 s
     .venv/bin/python benchmarks/codec.py --quick    # a quick smoke run
 """
 
@@ -27,16 +27,16 @@ from collections.abc import Callable
 import orjson
 
 from flare_proto import (
-    Command,
     Compression,
     Format,
     Frame,
-    MessageCommand,
+    Reliability,
     decode_frame,
     encode_frame,
 )
 
 PAYLOAD = bytes((i * 37 + 11) % 256 for i in range(256))
+AT_LEAST_ONCE = Reliability.AT_LEAST_ONCE
 MESSAGE_ID = "1730000000000-0000000000000001"
 SEND_ID = "m-1730000000000-42"
 TIMESTAMP = 1730000000000
@@ -44,7 +44,7 @@ TIMESTAMP = 1730000000000
 
 def build() -> Frame:
     """A SEND frame built with the plain generated classes (shared by (a), (b), (c))."""
-    frame = Frame(message_id=MESSAGE_ID, reliability=1, timestamp=TIMESTAMP)
+    frame = Frame(message_id=MESSAGE_ID, reliability=AT_LEAST_ONCE, timestamp=TIMESTAMP)
     message = frame.command.message
     message.message_id = SEND_ID
     message.payload = PAYLOAD
@@ -119,24 +119,35 @@ CASES: list[tuple[str, Callable[[], tuple[bytes, str]]]] = [
 ]
 
 
-def measure(fn: Callable[[], object], repeats: int, target_seconds: float) -> float:
-    """Median ns per call over ``repeats`` timed runs of a calibrated number of calls."""
+def calibrate(fn: Callable[[], object], target_seconds: float) -> int:
+    """Number of calls that takes about ``target_seconds``."""
     loops = 1
-    while True:  # calibrate: grow until one run takes >= target_seconds / 4
+    while True:
         start = time.perf_counter()
         for _ in range(loops):
             fn()
-        if time.perf_counter() - start >= target_seconds / 4:
-            break
+        elapsed = time.perf_counter() - start
+        if elapsed >= target_seconds / 4:
+            return max(1, int(loops * target_seconds / elapsed))
         loops *= 2
-    loops *= 4
-    samples = []
+
+
+def measure(repeats: int, target_seconds: float) -> dict[str, list[float]]:
+    """ns per call of every case, ``repeats`` samples each.
+
+    The repeats are interleaved (case 1, case 2, ..., case 1, ...) so that a change in
+    machine load hits every case alike and the per-repeat ratios stay meaningful.
+    """
+    loops = {name: calibrate(fn, target_seconds) for name, fn in CASES}
+    samples: dict[str, list[float]] = {name: [] for name, _ in CASES}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - start) / loops * 1e9)
-    return statistics.median(samples)
+        for name, fn in CASES:
+            count = loops[name]
+            start = time.perf_counter()
+            for _ in range(count):
+                fn()
+            samples[name].append((time.perf_counter() - start) / count * 1e9)
+    return samples
 
 
 def check() -> None:
@@ -147,22 +158,24 @@ def check() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 short repeats")
     args = parser.parse_args()
-    repeats, target = (3, 0.05) if args.quick else (7, 0.3)
+    repeats, target = (3, 0.05) if args.quick else (15, 0.15)
     check()
-    print(f"Python {platform.python_version()}, {repeats} repeats, median shown")
+    print(f"Python {platform.python_version()}, {repeats} interleaved repeats, medians")
     print(f"{'case':<24}{'ns/op':>10}{'ops/s':>12}")
-    results: dict[str, float] = {}
-    for name, fn in CASES:
-        ns = measure(fn, repeats, target)
-        results[name] = ns
+    samples = measure(repeats, target)
+    for name, _ in CASES:
+        ns = statistics.median(samples[name])
         print(f"{name:<24}{ns:>10.0f}{1e9 / ns:>12,.0f}")
-    pb = results["(b) bare upb"] / results["(a) flare protobuf"]
-    js = results["(d) orjson dict"] / results["(c) flare JSON"]
-    print(f"throughput ratio flare protobuf / bare upb:   {pb:.2f}")
-    print(f"throughput ratio flare JSON / orjson dict:    {js:.2f}")
+    for label, flare, peer in (
+        ("flare protobuf / bare upb", "(a) flare protobuf", "(b) bare upb"),
+        ("flare JSON / orjson dict", "(c) flare JSON", "(d) orjson dict"),
+    ):
+        # Throughput ratio = peer time / flare time, per repeat, then the median.
+        ratios = [p / f for f, p in zip(samples[flare], samples[peer], strict=True)]
+        print(f"throughput ratio {label:<28}{statistics.median(ratios):.2f}  (goal >= 0.8)")
 
 
 if __name__ == "__main__":

@@ -59,18 +59,18 @@ class ConnectionDriver:
     def flush(self) -> None:
         """Queue whatever the core has to send; never blocks. Call after every core call."""
         chunks = self.core.data_to_send()
-        if not chunks or self._overflow:
-            return
-        try:
-            self._out.send_nowait(chunks)
-        except anyio.WouldBlock:
-            # The peer stopped reading: give up on it without waiting (slow_consumer).
-            self._overflow = True
-            self.core.abort(CloseCode.SLOW_CONSUMER, "outbound queue full")
-            if self._read_scope is not None:
-                self._read_scope.cancel()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
+        if chunks and not self._overflow:
+            try:
+                self._out.send_nowait(chunks)
+            except anyio.WouldBlock:
+                # The peer stopped reading: give up on it without waiting (slow_consumer).
+                self._overflow = True
+                self.core.abort(CloseCode.SLOW_CONSUMER, "outbound queue full")
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+        if self.core.closed and self._read_scope is not None:
+            # Closed from another task (kick, shutdown, overflow): stop waiting for input.
+            self._read_scope.cancel()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ class ConnectionDriver:
                 item = await self.transport.receive()
             self._read_scope = None
             t = now()
-            if core.closed:  # aborted by flush() while we were reading
+            if core.closed:  # closed from another task while we were reading
                 break
             if item is None:
                 core.handle_timer(t)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ._compression import compress, decompress
 from ._config import CodecOptions, Limits
-from ._errors import DecodeError, FrameTooLarge
+from ._errors import DecodeError, FrameTooLarge, LocalProtocolError
 from ._json import frame_from_json, frame_to_json
 from ._pb.frame_pb2 import Frame
 from ._types import Compression, Format
@@ -30,15 +30,19 @@ _parse_protobuf = Frame.FromString
 _PROTOBUF = Format.PROTOBUF
 _JSON = Format.JSON
 _NONE = Compression.NONE
+# First bytes that are not protobuf: "{" (JSON), and the first bytes of the gzip (1f 8b)
+# and zstd (28 b5 2f fd) magics, checked in full by decompress().
+_NOT_PROTOBUF = frozenset({0x7B, 0x1F, 0x28})
 
 
 def serialize(frame: Frame, fmt: Format) -> bytes:
     """``frame`` as protobuf bytes or serde-shape JSON bytes, uncompressed."""
     if fmt is _PROTOBUF:
-        return frame.SerializeToString()
+        data: bytes = frame.SerializeToString()
+        return data
     if fmt is _JSON:
         return frame_to_json(frame)
-    raise ValueError(f"unknown format {fmt!r}")
+    raise LocalProtocolError(f"unknown format {fmt!r}")
 
 
 def encode_frame(
@@ -52,12 +56,13 @@ def encode_frame(
     Frames shorter than ``options.compress_min_bytes`` once serialized are sent plain even
     when a compression is negotiated; receivers detect compression by magic (DESIGN.md §2).
     """
+    data: bytes
     if fmt is _PROTOBUF:
         data = frame.SerializeToString()
     elif fmt is _JSON:
         data = frame_to_json(frame)
     else:
-        raise ValueError(f"unknown format {fmt!r}")
+        raise LocalProtocolError(f"unknown format {fmt!r}")
     if compression is _NONE or len(data) < options.compress_min_bytes:
         return data
     return compress(data, compression, options)
@@ -78,10 +83,10 @@ def decode_frame(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[Frame, F
     if not size:
         raise DecodeError("empty frame")
     first = data[0]
-    if first == 0x1F or first == 0x28:  # maybe gzip / zstd magic
+    if first in _NOT_PROTOBUF:  # one test on the protobuf path, which is the hot one
+        if first == 0x7B:  # "{"
+            return frame_from_json(data), _JSON, _NONE
         return _decode_compressed(data, limits)
-    if first == 0x7B:  # "{"
-        return frame_from_json(data), _JSON, _NONE
     try:
         return _parse_protobuf(data), _PROTOBUF, _NONE
     except Exception as exc:  # google.protobuf.message.DecodeError, or anything upb raises

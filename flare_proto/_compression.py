@@ -12,13 +12,12 @@ the codec then fails to parse as a frame.
 
 from __future__ import annotations
 
-import threading
 import zlib
 
 import zstandard
 
 from ._config import CodecOptions
-from ._errors import DecodeError, FrameTooLarge
+from ._errors import DecodeError, FrameTooLarge, LocalProtocolError
 from ._types import Compression
 
 __all__ = ["GZIP_MAGIC", "ZSTD_MAGIC", "compress", "decompress"]
@@ -32,18 +31,17 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # zlib/raw deflate (wbits 47) is deliberately not used: only real gzip is on the wire.
 _GZIP_WBITS = 31
 
-# Largest output of one zstd block (RFC 8878 §3.1.1.2.4: Block_Maximum_Size <= 128 KiB).
-_ZSTD_BLOCK_MAX = 128 * 1024
-# Smallest zstd block on the wire: 3-byte header plus at least one byte (RLE block).
-_ZSTD_MIN_BLOCK_BYTES = 4
 # zstd windows up to this size are always accepted: `zstd -19` (streaming, no declared
 # content size) uses an 8 MiB window. Larger windows are accepted up to the output cap.
 _ZSTD_MIN_WINDOW_LIMIT = 8 * 1024 * 1024
 
 # ZstdCompressor/ZstdDecompressor objects cost ~15 us to create but ~0.3 us to reuse, and
-# must not be shared between threads (they release the GIL while working): cache them per
-# thread, keyed by level / window limit.
-_local = threading.local()
+# one must never be used by two threads at once (they release the GIL while working). So
+# they are kept in pools, one list per level / window limit: list.pop() and list.append()
+# are atomic, a caller owns what it popped, and a pool grows to the number of threads that
+# ever compressed at the same time. (The core imports no `threading`, DESIGN.md §1.)
+_compressor_pools: dict[int, list[zstandard.ZstdCompressor]] = {}
+_decompressor_pools: dict[int, list[zstandard.ZstdDecompressor]] = {}
 
 
 def compress(data: bytes, algorithm: Compression, options: CodecOptions) -> bytes:
@@ -56,10 +54,19 @@ def compress(data: bytes, algorithm: Compression, options: CodecOptions) -> byte
     if algorithm is Compression.GZIP:
         return zlib.compress(data, options.gzip_level, _GZIP_WBITS)
     if algorithm is Compression.ZSTD:
-        return _zstd_compressor(options.zstd_level).compress(data)
+        pool = _compressor_pools.setdefault(options.zstd_level, [])
+        try:
+            cctx = pool.pop()
+        except IndexError:
+            cctx = zstandard.ZstdCompressor(level=options.zstd_level, write_content_size=True)
+        try:
+            out: bytes = cctx.compress(data)
+        finally:
+            pool.append(cctx)
+        return out
     if algorithm is Compression.NONE:
         return data
-    raise ValueError(f"unknown compression algorithm {algorithm!r}")
+    raise LocalProtocolError(f"unknown compression algorithm {algorithm!r}")
 
 
 def decompress(data: bytes, max_size: int) -> tuple[bytes, Compression]:
@@ -80,54 +87,43 @@ def decompress(data: bytes, max_size: int) -> tuple[bytes, Compression]:
     return data, Compression.NONE
 
 
+# Output is produced (and the cap checked) in slices of this size, so a bomb is refused
+# after at most max_size + _CHUNK bytes of output, and a small frame is a single slice.
+_CHUNK = 1024 * 1024
+
+
 def _gunzip(data: bytes, max_size: int) -> bytes:
-    # The last 4 bytes of a gzip member are ISIZE, the input size mod 2**32, never more than
-    # the real size. When it announces too much, the frame is only measured (output thrown
-    # away chunk by chunk), so an honest bomb costs no memory. It is not refused on ISIZE
-    # alone because truncated or trailing-garbage data ends in arbitrary bytes and must be
-    # reported as a DecodeError, not as too large.
-    if int.from_bytes(data[-4:], "little") > max_size:
-        _gunzip_measure(data, max_size)
+    # The last 4 bytes of a gzip member are ISIZE, the uncompressed size mod 2**32, never more
+    # than the real size. When it announces more than max_size the output is not kept (an
+    # honest bomb costs one slice of memory). The data is still inflated up to the cap:
+    # truncated or trailing-garbage data ends in arbitrary bytes and must be reported as a
+    # DecodeError, not refused as too large on the strength of its last 4 bytes.
+    keep = int.from_bytes(data[-4:], "little") <= max_size
     inflater = zlib.decompressobj(_GZIP_WBITS)
-    try:
-        # max_length bounds the allocation; one byte more than allowed tells "too large"
-        # apart from "exactly max_size".
-        out = inflater.decompress(data, max_size + 1)
-    except zlib.error as exc:
-        raise DecodeError(f"corrupt gzip data: {exc}") from None
-    if len(out) > max_size:
-        raise FrameTooLarge(f"gzip frame inflates to more than {max_size} bytes")
-    if not inflater.eof:
-        raise DecodeError("truncated gzip data")
-    if inflater.unused_data:
-        raise DecodeError(f"{len(inflater.unused_data)} bytes after the end of the gzip data")
-    return out
-
-
-_MEASURE_CHUNK = 1024 * 1024
-
-
-def _gunzip_measure(data: bytes, max_size: int) -> None:
-    # Inflate without keeping the output; raise whatever the data deserves. A stream that
-    # ends within the cap would contradict its ISIZE, which zlib itself rejects.
-    inflater = zlib.decompressobj(_GZIP_WBITS)
+    chunks: list[bytes] = []
     total = 0
     pending = data
     try:
         while True:
-            produced = len(inflater.decompress(pending, _MEASURE_CHUNK))
-            total += produced
+            chunk = inflater.decompress(pending, _CHUNK)
+            total += len(chunk)
             if total > max_size:
                 raise FrameTooLarge(f"gzip frame inflates to more than {max_size} bytes")
+            if keep:
+                chunks.append(chunk)
             pending = inflater.unconsumed_tail
-            # A full chunk may leave output pending inside zlib even with no input left.
-            if inflater.eof or (not pending and produced < _MEASURE_CHUNK):
+            # A full slice may leave output pending inside zlib even with no input left.
+            if inflater.eof or (not pending and len(chunk) < _CHUNK):
                 break
     except zlib.error as exc:
         raise DecodeError(f"corrupt gzip data: {exc}") from None
     if not inflater.eof:
         raise DecodeError("truncated gzip data")
-    raise DecodeError("bytes after the end of the gzip data")
+    if inflater.unused_data:
+        raise DecodeError(f"{len(inflater.unused_data)} bytes after the end of the gzip data")
+    if not keep:  # zlib checks ISIZE itself, so this means a mismatch it did not report
+        raise DecodeError("gzip size field does not match the data")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _unzstd(data: bytes, max_size: int) -> bytes:
@@ -139,73 +135,84 @@ def _unzstd(data: bytes, max_size: int) -> bytes:
     if params.window_size > window_limit:
         # The decoder would allocate the window; refuse before it does.
         raise FrameTooLarge(f"zstd frame needs a {params.window_size}-byte window")
-    dctx = _zstd_decompressor(window_limit)
     size = params.content_size
-    # A declared size of 0 goes the streaming way: the one-shot decoder returns b"" for it
-    # without reading the rest of the frame, so corruption there would go unnoticed.
-    if size != zstandard.CONTENTSIZE_UNKNOWN and size:
-        if size > max_size:
-            raise FrameTooLarge(f"zstd frame declares {size} decompressed bytes (max {max_size})")
-        # With a declared size the one-shot decoder allocates exactly that much and fails if
-        # the frame produces more or less, so the declaration cannot be used to lie.
-        try:
-            return dctx.decompress(data, allow_extra_data=False)
-        except zstandard.ZstdError as exc:
-            raise DecodeError(f"corrupt zstd data: {exc}") from None
-    return _unzstd_streaming(dctx, data, max_size)
-
-
-def _unzstd_streaming(dctx: zstandard.ZstdDecompressor, data: bytes, max_size: int) -> bytes:
-    # No declared size: feed the input in slices small enough that the output of one slice
-    # cannot exceed the remaining budget by much. A slice of k bytes completes at most
-    # 1 + k/4 blocks of at most 128 KiB each, so the overshoot is bounded (< 1 MiB).
-    inflater = dctx.decompressobj()
-    view = memoryview(data)
-    chunks: list[bytes] = []
-    total = 0
-    pos = 0
-    end = len(data)
+    if size != zstandard.CONTENTSIZE_UNKNOWN and size > max_size:
+        raise FrameTooLarge(f"zstd frame declares {size} decompressed bytes (max {max_size})")
+    pool = _decompressor_pools.setdefault(window_limit, [])
     try:
-        while pos < end and not inflater.eof:
-            step = max(16, (max_size - total) // _ZSTD_BLOCK_MAX * _ZSTD_MIN_BLOCK_BYTES)
-            chunk = inflater.decompress(view[pos : pos + step])
-            pos += step
+        dctx = pool.pop()
+    except IndexError:
+        dctx = zstandard.ZstdDecompressor(max_window_size=window_limit)
+    try:
+        return _unzstd_with(dctx, data, size, max_size)
+    finally:
+        pool.append(dctx)
+
+
+def _unzstd_with(dctx: zstandard.ZstdDecompressor, data: bytes, size: int, max_size: int) -> bytes:
+    if size == zstandard.CONTENTSIZE_UNKNOWN:
+        return _unzstd_unknown_size(dctx, data, max_size)
+    if size == 0:
+        # The one-shot decoder returns b"" for a declared size of 0 without reading the rest
+        # of the frame; stream it so that corruption there is noticed.
+        if _unzstd_stream(dctx, data):
+            raise DecodeError("zstd frame does not match its declared size of 0")
+        return b""
+    try:
+        # With a declared size the decoder allocates exactly that much and fails if the
+        # frame produces more or less, so the declaration cannot be used to lie.
+        out: bytes = dctx.decompress(data, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"corrupt zstd data: {exc}") from None
+    return out
+
+
+def _unzstd_unknown_size(dctx: zstandard.ZstdDecompressor, data: bytes, max_size: int) -> bytes:
+    try:
+        # A bounded probe: the decoder gets a max_size output buffer and fails if the frame
+        # needs more, or is truncated or corrupt (the error does not say which).
+        # max_output_size=0 would mean "unbounded", hence the max().
+        dctx.decompress(data, max_output_size=max(max_size, 1))
+    except zstandard.ZstdError as exc:
+        _unzstd_classify(dctx, data, max_size)
+        raise DecodeError(f"corrupt or truncated zstd data: {exc}") from None
+    # The frame fits. The probe ignores bytes after the frame's end, so decode it again,
+    # streaming (now known to be bounded), to see where it ends. Frames without a declared
+    # size come only from foreign encoders; ours always declare it.
+    out = _unzstd_stream(dctx, data)
+    if len(out) > max_size:  # only when max_size is 0
+        raise FrameTooLarge(f"zstd frame inflates to more than {max_size} bytes")
+    return out
+
+
+def _unzstd_stream(dctx: zstandard.ZstdDecompressor, data: bytes) -> bytes:
+    # Only for frames whose output is already known to be bounded (see callers).
+    inflater = dctx.decompressobj()
+    try:
+        out: bytes = inflater.decompress(data)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"corrupt zstd data: {exc}") from None
+    if not inflater.eof:
+        raise DecodeError("truncated zstd data")
+    if inflater.unused_data:
+        raise DecodeError(f"{len(inflater.unused_data)} bytes after the end of the zstd frame")
+    return out
+
+
+def _unzstd_classify(dctx: zstandard.ZstdDecompressor, data: bytes, max_size: int) -> None:
+    """After a failed bounded decode: raise FrameTooLarge if the frame really inflates past
+    ``max_size`` (output counted in slices and thrown away); return otherwise."""
+    total = 0
+    try:
+        for chunk in dctx.read_to_iter(data, write_size=_CHUNK):
             total += len(chunk)
             if total > max_size:
                 raise FrameTooLarge(f"zstd frame inflates to more than {max_size} bytes")
-            chunks.append(chunk)
-    except zstandard.ZstdError as exc:
-        raise DecodeError(f"corrupt zstd data: {exc}") from None
-    finally:
-        view.release()
-    if not inflater.eof:
-        raise DecodeError("truncated zstd data")
-    if inflater.unused_data or pos < end:
-        raise DecodeError("bytes after the end of the zstd frame")
-    return b"".join(chunks)
+    except zstandard.ZstdError:
+        pass  # corrupt: the caller reports the original error
 
 
 def _zstd_window_limit(max_size: int) -> int:
     # Smallest power of two >= max_size, but never below the 8 MiB that ordinary encoders
     # use without declaring a content size (decision recorded in docs/decisions.md).
     return max(_ZSTD_MIN_WINDOW_LIMIT, 1 << max(0, max_size - 1).bit_length())
-
-
-def _zstd_compressor(level: int) -> zstandard.ZstdCompressor:
-    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "compressors", None)
-    if cache is None:
-        cache = _local.compressors = {}
-    cctx = cache.get(level)
-    if cctx is None:
-        cctx = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
-    return cctx
-
-
-def _zstd_decompressor(window_limit: int) -> zstandard.ZstdDecompressor:
-    cache: dict[int, zstandard.ZstdDecompressor] | None = getattr(_local, "decompressors", None)
-    if cache is None:
-        cache = _local.decompressors = {}
-    dctx = cache.get(window_limit)
-    if dctx is None:
-        dctx = cache[window_limit] = zstandard.ZstdDecompressor(max_window_size=window_limit)
-    return dctx

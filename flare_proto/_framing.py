@@ -20,7 +20,8 @@ class LengthPrefixFramer:
 
     * A length above ``max_frame`` raises :class:`FrameTooLarge` as soon as the 4 prefix
       bytes are in, before any payload is buffered (exactly ``max_frame`` is allowed). The
-      stream is then broken: every later :meth:`receive` raises the same error.
+      stream is then broken: frames completed earlier in the same call are dropped with it
+      (the connection is closing anyway) and every later :meth:`receive` raises again.
     * A length of 0 is the end-of-stream marker (the original treats it as the peer
       closing, reference §12.2): :attr:`ended` becomes ``True``, the frames before it are
       returned, and everything after it, in that call or later ones, is ignored.
@@ -67,7 +68,7 @@ class LengthPrefixFramer:
             raise LocalProtocolError(f"cannot length-prefix a payload of {size} bytes")
         return size.to_bytes(4, "big") + payload
 
-    def receive(self, data: bytes) -> list[bytes]:
+    def receive(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add received bytes; return the payload of every frame they complete, in order.
 
         Raises:
@@ -98,7 +99,7 @@ class LengthPrefixFramer:
             del buffer[:pos]
         return frames
 
-    def _split(self, source: bytes | memoryview) -> tuple[list[bytes], int]:
+    def _split(self, source: bytes | bytearray | memoryview) -> tuple[list[bytes], int]:
         """Complete frames at the start of ``source`` and the offset after the last one."""
         frames: list[bytes] = []
         pos = 0

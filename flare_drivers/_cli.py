@@ -1,0 +1,300 @@
+"""The ``flare`` command: ``flare serve`` and ``flare connect`` exactly as DESIGN §7.
+
+``flare serve`` prints one JSON line naming every bound address on stdout once all
+listeners are up (test harnesses read it: keep its format), then logs to stderr.
+``flare connect`` sends each stdin line as a SEND and prints everything it receives as one
+JSON line each on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from flare_proto import (
+    ClientConfig,
+    Compression,
+    ConnectRequest,
+    DeviceInfo,
+    Format,
+    FrameReceived,
+    Kicked,
+    Limits,
+    Platform,
+    ServerConfig,
+    strategy_from_name,
+)
+from flare_proto._devices import STRATEGY_NAMES
+
+from ._client import Client, SendFailed, StateChanged
+from ._hub import Accept, Authenticator, Hub, Reject, install_chat_room
+from ._serve import Listener, ListenerKind, serve
+
+log = logging.getLogger("flare")
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _format(text: str) -> Format:
+    value = Format.parse(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("format must be protobuf or json")
+    return value
+
+
+def _compression(text: str) -> Compression:
+    value = Compression.parse(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("compression must be none, gzip or zstd")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``flare`` (both subcommands)."""
+    parser = argparse.ArgumentParser(prog="flare", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run a chat-room server (WS 8080 + QUIC 8081 by default)")
+    s.add_argument("--ws", type=_address, metavar="HOST:PORT")
+    s.add_argument("--wss", type=_address, metavar="HOST:PORT")
+    s.add_argument("--quic", type=_address, metavar="HOST:PORT")
+    s.add_argument("--cert", help="PEM certificate (wss; QUIC uses a generated one without)")
+    s.add_argument("--key", help="PEM private key")
+    s.add_argument("--tokens", help="JSON file {token: user_id}; turns authentication on")
+    s.add_argument("--devices", default="allow-all", choices=STRATEGY_NAMES)
+    s.add_argument("--format", type=_format, default=Format.PROTOBUF, help="server default")
+    s.add_argument("--compression", type=_compression, default=Compression.NONE)
+    s.add_argument("--prefer", choices=("client", "server"), default="client")
+    s.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=90.0,
+        help="clients' heartbeat timeout; QUIC idle timeout is set above it",
+    )
+    s.add_argument("--idle-timeout", type=float, default=300.0)
+    s.add_argument("--auth-timeout", type=float, default=30.0)
+    s.add_argument("--max-frame", type=int, default=Limits().max_frame)
+
+    c = sub.add_parser("connect", help="connect, send stdin lines, print what arrives")
+    c.add_argument("urls", nargs="+", metavar="URL", help="ws://, wss:// or quic:// (raced)")
+    c.add_argument("--token")
+    c.add_argument("--user")
+    c.add_argument("--device-id")
+    c.add_argument("--platform", default="pc")
+    c.add_argument("--format", type=_format, default=Format.JSON)
+    c.add_argument("--compression", type=_compression, default=Compression.NONE)
+    c.add_argument("--force", action="store_true")
+    c.add_argument("--cafile", help="PEM CA to trust for wss/quic")
+    c.add_argument("--insecure", action="store_true", help="do not verify certificates")
+    return parser
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+def _authenticator(path: str) -> Authenticator:
+    with open(path, encoding="utf-8") as fh:
+        tokens: Any = json.load(fh)
+    if not isinstance(tokens, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
+    ):
+        raise SystemExit(f"{path}: expected a JSON object mapping token to user id")
+    table: Mapping[str, str] = tokens
+
+    async def authenticate(request: ConnectRequest) -> Accept | Reject:
+        user = table.get(request.token or "")
+        if user is None:
+            return Reject(reason="unknown token" if request.token else "no token")
+        return Accept(user_id=user)
+
+    return authenticate
+
+
+def _listeners(args: argparse.Namespace, quic_idle: float) -> list[Listener]:
+    kinds: tuple[ListenerKind, ...] = ("ws", "wss", "quic")
+    chosen: list[tuple[ListenerKind, tuple[str, int]]] = [
+        (kind, getattr(args, kind)) for kind in kinds if getattr(args, kind) is not None
+    ]
+    if not chosen:  # DESIGN §7: no option, the defaults; any option replaces them
+        chosen = [("ws", ("127.0.0.1", 8080)), ("quic", ("127.0.0.1", 8081))]
+    return [
+        Listener(
+            kind=kind,
+            host=host,
+            port=port,
+            certfile=args.cert,
+            keyfile=args.key,
+            idle_timeout=quic_idle if kind == "quic" else None,
+        )
+        for kind, (host, port) in chosen
+    ]
+
+
+async def run_serve(args: argparse.Namespace) -> None:
+    """``flare serve``: the chat room on the configured listeners until SIGINT/SIGTERM."""
+    config = ServerConfig(
+        default_format=args.format,
+        default_compression=args.compression,
+        prefer=args.prefer,
+        auth_timeout=args.auth_timeout,
+        idle_timeout=args.idle_timeout,
+        limits=Limits(max_frame=args.max_frame),
+    )
+    hub = Hub(
+        config,
+        authenticator=_authenticator(args.tokens) if args.tokens else None,
+        strategy=strategy_from_name(args.devices),
+    )
+    install_chat_room(hub)
+    # QUIC's idle timeout stays above the clients' heartbeat timeout (B25).
+    listeners = _listeners(args, max(120.0, args.heartbeat_timeout + 30.0))
+    async with anyio.create_task_group() as tg:
+        bound = await tg.start(serve, hub, listeners)
+        print(json.dumps(bound), flush=True)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("signal %s: draining %d connections", signum, len(hub.connections))
+                await hub.shutdown()
+                break
+        tg.cancel_scope.cancel()
+
+
+# -- connect -------------------------------------------------------------------------------
+
+
+def _text_or_b64(data: bytes) -> dict[str, str]:
+    try:
+        return {"text": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def describe(event: object) -> dict[str, Any]:
+    """One received event as the JSON object ``flare connect`` prints."""
+    if isinstance(event, StateChanged):
+        return {
+            "event": "state",
+            "state": event.state.value,
+            "code": None if event.code is None else event.code.code,
+            "url": event.url,
+        }
+    if isinstance(event, Kicked):
+        return {
+            "event": "kicked",
+            "message": event.message,
+            "reason": event.reason,
+            "platform": event.platform,
+            "new_device_id": event.new_device_id,
+        }
+    if isinstance(event, FrameReceived):
+        frame = event.frame
+        out: dict[str, Any] = {
+            "event": "frame",
+            "kind": event.kind.value,
+            "message_id": frame.message_id,
+        }
+        which = frame.command.WhichOneof("type")
+        if which == "message":
+            body = frame.command.message
+            out["payload"] = _text_or_b64(body.payload)
+            out["metadata"] = {k: v.decode("utf-8", "replace") for k, v in body.metadata.items()}
+        elif which == "custom":
+            out["name"] = frame.command.custom.name
+            out["data"] = _text_or_b64(frame.command.custom.data)
+        elif which == "notification":
+            out["title"] = frame.command.notification.title
+            out["content"] = _text_or_b64(frame.command.notification.content)
+        elif which == "system":
+            out["type"] = int(frame.command.system.type)
+            out["message"] = frame.command.system.message
+        return out
+    return {"event": type(event).__name__}
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+async def run_connect(args: argparse.Namespace) -> int:
+    """``flare connect``: returns the exit status (0 after a clean close)."""
+    import ssl
+
+    device = None
+    if args.device_id:
+        device = DeviceInfo(device_id=args.device_id, platform=Platform.parse(args.platform))
+    config = ClientConfig(
+        format=args.format,
+        compression=args.compression,
+        force=args.force,
+        device=device,
+        user_id=args.user,
+        token=args.token,
+    )
+    context = None
+    quic_verify: bool | str = True
+    if args.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        quic_verify = False
+    elif args.cafile:
+        context = ssl.create_default_context(cafile=args.cafile)
+        quic_verify = args.cafile
+    client = Client(args.urls, config, ssl_context=context, quic_verify=quic_verify)
+    async with client, anyio.create_task_group() as tg:
+
+        async def printer() -> None:
+            async for event in client:
+                _emit(describe(event))
+
+        async def send_line(line: str) -> None:
+            try:
+                ident = await client.send(line.encode())
+                _emit({"event": "ack", "message_id": ident})
+            except SendFailed as exc:
+                _emit({"event": "send_failed", "message_id": exc.message_id, "reason": exc.reason})
+            except Exception as exc:  # the client closed under us
+                _emit({"event": "send_failed", "reason": str(exc)})
+
+        tg.start_soon(printer)
+        async with anyio.create_task_group() as senders:
+            stdin = anyio.wrap_file(sys.stdin)
+            async for line in stdin:
+                text = line.rstrip("\n")
+                if text:
+                    senders.start_soon(send_line, text)
+        await client.aclose()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flare`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            anyio.run(run_serve, args, backend=args.backend)
+            return 0
+        result: int = anyio.run(run_connect, args, backend=args.backend)
+        return result
+    except KeyboardInterrupt:
+        return 130

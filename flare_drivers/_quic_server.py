@@ -1,0 +1,279 @@
+"""The QUIC listener: one UDP socket, connections told apart by connection id.
+
+Theory of operation: :func:`serve_quic` reads every datagram of its socket and routes it
+by destination connection id to the connection's inbox; an unknown id opens a new
+connection only for a full-size INITIAL packet (RFC 9000 §14.1), anything else is
+dropped. Each connection is known under every id it answers to: the client's original
+destination id, aioquic's first host id, then ids issued and retired along the way
+(``ConnectionIdIssued``/``ConnectionIdRetired``); all are forgotten when it ends. Each
+connection runs in its own task: its pump, then the application's handler once the client
+has opened stream 0 (like quinn's ``accept_bi``, reference §4.2), then the close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+from aioquic._buffer import Buffer  # aioquic.buffer re-exports it untyped
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from cryptography import x509
+
+from ._clock import now
+from ._quic import Datagram, QuicTransport, format_address
+from ._tls import PrivateKey, self_signed
+
+log = logging.getLogger("flare.quic")
+
+QuicHandler = Callable[[QuicTransport], Awaitable[None]]
+
+_INBOX = 256
+"""Datagrams queued per connection before the demultiplexer drops (UDP may drop)."""
+
+
+def server_configuration(
+    *,
+    certificate: x509.Certificate | None = None,
+    private_key: PrivateKey | None = None,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    alpn: Sequence[str] | None = None,
+    idle_timeout: float = 120.0,
+) -> QuicConfiguration:
+    """The aioquic server configuration :func:`serve_quic` uses: the certificate given
+    (objects, or PEM files), else a self-signed one made in memory (DESIGN §7)."""
+    config = QuicConfiguration(
+        is_client=False,
+        # None accepts a ClientHello without ALPN, as the original's quinn does (§4.2).
+        alpn_protocols=list(alpn) if alpn else None,
+        idle_timeout=idle_timeout,
+    )
+    if (certificate is None) != (private_key is None):
+        raise ValueError("certificate and private_key go together")
+    if certificate is not None:
+        config.certificate, config.private_key = certificate, private_key
+    elif certfile is not None:
+        config.load_cert_chain(certfile, keyfile)
+    elif keyfile is not None:
+        raise ValueError("keyfile needs certfile")
+    else:
+        generated = self_signed()
+        config.certificate, config.private_key = generated.certificate, generated.private_key
+    return config
+
+
+@dataclass(eq=False)
+class _Route:
+    transport: QuicTransport
+    inbox: MemoryObjectSendStream[Datagram]
+    cids: set[bytes] = field(default_factory=set)
+
+
+async def serve_quic(
+    handler: QuicHandler,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    certificate: x509.Certificate | None = None,
+    private_key: PrivateKey | None = None,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    alpn: Sequence[str] | None = None,
+    idle_timeout: float = 120.0,
+    handshake_timeout: float = 10.0,
+    max_connections: int | None = None,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve QUIC on ``host:port`` until cancelled, calling ``await handler(transport)``
+    in its own task for each connection once the client opened stream 0.
+
+    The certificate is ``certificate``/``private_key``, else ``certfile``/``keyfile``
+    (PEM), else self-signed in memory. No ALPN unless ``alpn`` is given. The idle timeout
+    is explicit and above the heartbeat timeout (B25). A connection that has not opened
+    its stream within ``handshake_timeout`` is closed (``"stream timeout"``). Above
+    ``max_connections`` new ones are refused (CONNECTION_REFUSED). When the handler
+    returns the connection is closed (the handler's ``aclose`` code, else 0). Reports the
+    bound ``host:port`` through ``task_status``; on cancellation closes every connection.
+    """
+    config = server_configuration(
+        certificate=certificate,
+        private_key=private_key,
+        certfile=certfile,
+        keyfile=keyfile,
+        alpn=alpn,
+        idle_timeout=idle_timeout,
+    )
+    async with await anyio.create_udp_socket(local_host=host, local_port=port) as sock:
+        lock = anyio.Lock()  # every connection's pump writes to this one socket
+
+        async def send(data: bytes, addr: NetworkAddress) -> None:
+            # One unreachable peer must not stop the others: UDP send errors are loss.
+            try:
+                async with lock:
+                    await sock.send((data, addr))
+            except (OSError, anyio.BrokenResourceError) as exc:
+                log.debug("QUIC send to %s failed: %r", addr, exc)
+
+        routes: dict[bytes, _Route] = {}
+        live: set[_Route] = set()
+
+        async with anyio.create_task_group() as tg:
+
+            def open_route(header_dcid: bytes, addr: NetworkAddress) -> _Route:
+                conn = QuicConnection(
+                    configuration=config, original_destination_connection_id=header_dcid
+                )
+                inbox, outbox = anyio.create_memory_object_stream[Datagram](_INBOX)
+                transport = QuicTransport(
+                    conn,
+                    remote=format_address(addr),
+                    receive_datagrams=lambda: _receive_batch(outbox),
+                    send_datagram=send,
+                )
+                route = _Route(transport, inbox)
+
+                def issued(cid: bytes) -> None:
+                    route.cids.add(cid)
+                    routes[cid] = route
+
+                def retired(cid: bytes) -> None:
+                    route.cids.discard(cid)
+                    if routes.get(cid) is route:
+                        del routes[cid]
+
+                transport.on_cid_issued, transport.on_cid_retired = issued, retired
+                issued(header_dcid)
+                issued(conn.host_cid)
+                live.add(route)
+                tg.start_soon(serve_connection, route, outbox)
+                return route
+
+            async def serve_connection(
+                route: _Route, outbox: MemoryObjectReceiveStream[Datagram]
+            ) -> None:
+                try:
+                    await _run_connection(route.transport, handler, handshake_timeout)
+                except Exception:  # one bad peer never crashes the server
+                    log.exception("QUIC connection %s failed", route.transport.remote)
+                finally:
+                    live.discard(route)
+                    for cid in route.cids:
+                        if routes.get(cid) is route:
+                            del routes[cid]
+                    route.inbox.close()
+                    outbox.close()
+
+            task_status.started(
+                format_address(sock.extra(anyio.abc.SocketAttribute.local_address))
+            )
+            while True:
+                try:
+                    data, addr = await sock.receive()
+                except anyio.BrokenResourceError:
+                    continue  # an ICMP error surfaced on the shared socket
+                try:
+                    header = pull_quic_header(
+                        Buffer(data=data), host_cid_length=config.connection_id_length
+                    )
+                except ValueError:
+                    continue
+                route = routes.get(header.destination_cid)
+                if route is None:
+                    if (
+                        header.version is not None
+                        and header.version not in config.supported_versions
+                        # Never answer a VN packet with one: no reflection loop.
+                        and header.packet_type is not QuicPacketType.VERSION_NEGOTIATION
+                    ):
+                        await send(
+                            encode_quic_version_negotiation(
+                                source_cid=header.destination_cid,
+                                destination_cid=header.source_cid,
+                                supported_versions=config.supported_versions,
+                            ),
+                            addr,
+                        )
+                        continue
+                    if (
+                        header.packet_type is not QuicPacketType.INITIAL
+                        or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
+                    ):
+                        continue
+                    if max_connections is not None and len(live) >= max_connections:
+                        await _refuse(config, header.destination_cid, data, addr, send)
+                        continue
+                    route = open_route(header.destination_cid, addr)
+                # A connection that cannot keep up loses datagrams, as on a wire.
+                with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+                    route.inbox.send_nowait((data, addr))
+
+
+async def _receive_batch(outbox: MemoryObjectReceiveStream[Datagram]) -> list[Datagram]:
+    # Take everything queued so one transmit answers (and acknowledges) it all.
+    batch = [await outbox.receive()]
+    while len(batch) < 64:
+        try:
+            batch.append(outbox.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    return batch
+
+
+async def _run_connection(
+    transport: QuicTransport, handler: QuicHandler, handshake_timeout: float
+) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(transport.pump_forever)
+        try:
+            with anyio.move_on_after(handshake_timeout):
+                await transport.wait_until(lambda: transport.stream_opened)
+            if not transport.stream_opened:
+                # The original (HEAD) closes with code 0 and this reason (reference §4.2).
+                await transport.close_now(0, "stream timeout")
+                return
+            try:
+                await handler(transport)
+            except Exception:
+                log.exception("QUIC handler failed for %s", transport.remote)
+            await transport.aclose(None, "")
+        finally:
+            # Cancelled (server shutdown) or done: the close goes out now either way;
+            # the pump then lives out aioquic's closing period unless cancelled too.
+            with anyio.CancelScope(shield=True):
+                await transport.close_now(None, "server closed")
+
+
+async def _refuse(
+    config: QuicConfiguration,
+    dcid: bytes,
+    data: bytes,
+    addr: NetworkAddress,
+    send: Callable[[bytes, NetworkAddress], Awaitable[None]],
+) -> None:
+    # Over max_connections: answer the INITIAL with CONNECTION_REFUSED and keep no state
+    # (a resent INITIAL is refused again). The hub's own server_full (4009) needs an
+    # accepted connection; this is the transport's last line of defence.
+    conn = QuicConnection(configuration=config, original_destination_connection_id=dcid)
+    t = now()
+    conn.receive_datagram(data, addr, t)
+    conn.close(
+        error_code=QuicErrorCode.CONNECTION_REFUSED,
+        frame_type=QuicFrameType.PADDING,
+        reason_phrase="limit exceeded",
+    )
+    for datagram, to in conn.datagrams_to_send(t):
+        await send(datagram, to)

@@ -1,0 +1,99 @@
+"""Happy-Eyeballs protocol racing over transport URLs (DESIGN §5).
+
+Start the first URL; start the next after ``stagger`` seconds or as soon as the previous
+attempt failed; the first transport that is ready (TLS included) wins, and every other
+attempt is cancelled and closed before this function returns, so CONNECT only ever goes
+out on the winner (the original let losers send CONNECT too, B30/B31). URLs that lost by
+failing are remembered as broken (5 min, doubling on repeat) and tried last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from ._clock import now
+from ._transport import Transport
+
+
+class RaceFailed(ConnectionError):
+    """Every URL failed; ``errors`` maps each URL to its exception."""
+
+    def __init__(self, errors: dict[str, BaseException]) -> None:
+        detail = "; ".join(f"{url}: {exc!r}" for url, exc in errors.items())
+        super().__init__(f"no transport could connect ({detail})")
+        self.errors = errors
+
+
+class BrokenTransports:
+    """Which URLs recently failed, and until when they are tried last."""
+
+    def __init__(self, penalty: float = 300.0) -> None:
+        self.penalty = penalty
+        self._until: dict[str, tuple[float, float]] = {}
+
+    def mark(self, url: str) -> None:
+        """``url`` failed: broken for the penalty, doubled if it was already broken."""
+        _, last = self._until.get(url, (0.0, self.penalty / 2))
+        span = last * 2
+        self._until[url] = (now() + span, span)
+
+    def clear(self, url: str) -> None:
+        """``url`` worked: forget its failures."""
+        self._until.pop(url, None)
+
+    def is_broken(self, url: str) -> bool:
+        """Whether ``url`` is inside its penalty window."""
+        entry = self._until.get(url)
+        return entry is not None and entry[0] > now()
+
+    def order(self, urls: Sequence[str]) -> list[str]:
+        """``urls`` in priority order with the broken ones moved to the end."""
+        return [u for u in urls if not self.is_broken(u)] + [u for u in urls if self.is_broken(u)]
+
+
+async def race(
+    urls: Sequence[str],
+    dial: Callable[[str], Awaitable[Transport]],
+    *,
+    stagger: float = 0.25,
+    broken: BrokenTransports | None = None,
+) -> tuple[Transport, str]:
+    """Connect to the first of ``urls`` that becomes ready; returns ``(transport, url)``.
+    Raises :class:`RaceFailed` if all fail."""
+    if not urls:
+        raise ValueError("race() needs at least one URL")
+    broken = broken or BrokenTransports()
+    winner: tuple[Transport, str] | None = None
+    errors: dict[str, BaseException] = {}
+
+    async with anyio.create_task_group() as tg:
+
+        async def attempt(url: str, failed: anyio.Event) -> None:
+            nonlocal winner
+            try:
+                transport = await dial(url)
+            except Exception as exc:
+                errors[url] = exc
+                broken.mark(url)
+                failed.set()
+                return
+            if winner is None:
+                winner = (transport, url)
+                broken.clear(url)
+                tg.cancel_scope.cancel()
+            else:  # a simultaneous finisher: close it, it never sends CONNECT
+                with anyio.CancelScope(shield=True):
+                    await transport.aclose(None, "lost the race")
+
+        for index, url in enumerate(broken.order(urls)):
+            failed = anyio.Event()
+            tg.start_soon(attempt, url, failed)
+            if index < len(urls) - 1:
+                with anyio.move_on_after(max(0.0, stagger)):
+                    await failed.wait()
+
+    if winner is None:
+        raise RaceFailed(errors)
+    return winner

@@ -1,0 +1,462 @@
+"""WebSocket transport (wsproto over any anyio byte stream, TLS or not): client and server.
+
+Theory of operation: :class:`WebSocketTransport` turns wsproto events into whole messages
+for :class:`~flare_drivers._loop.ConnectionDriver` (``Framing.MESSAGE``, DESIGN §2). It
+reads the socket only when no finished message is waiting, and an anyio stream receive is
+cancel-safe, so a timer cutting a read short loses nothing. Control frames are answered at
+the WebSocket level only: a Ping gets a Pong and no flare PONG frame (B28); a Close gets the
+closing handshake's reply. All writes go through one lock, and each ``send`` writes its whole
+batch of messages with one stream write. A message longer than ``max_message`` is cut to
+``max_message + 1`` bytes and handed over at once (the rest of it is dropped): the core's
+``receive_message`` then closes with ``frame_too_large`` and an ERROR frame, so the limit
+is enforced in one place while memory stays bounded here.
+
+:func:`serve_websocket` also answers plain HTTP on the same port (``GET /healthz`` → 200,
+else 404) with h11, and closes every socket it gives up on (B24).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+import h11
+from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSStream
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+from flare_proto import Framing
+
+from ._transport import TransportClosed
+
+log = logging.getLogger("flare.websocket")
+
+MAX_MESSAGE = 10 * 1024 * 1024
+_READ_SIZE = 65536
+# wsproto's codes for "the peer gave no code" and "no Close frame at all".
+_NO_CODE = (1005, 1006)
+_OPEN = ConnectionState.OPEN
+_REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+_LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
+
+Handler = Callable[["WebSocketTransport"], Awaitable[None]]
+
+
+class WebSocketHandshakeError(ConnectionError):
+    """The opening handshake failed; ``status`` is the HTTP status when the server refused."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocketTransport:
+    """One established WebSocket connection, as a :class:`~flare_drivers._transport.Transport`.
+
+    Built by :func:`connect_websocket` and :func:`serve_websocket` from a byte stream and a
+    wsproto connection whose opening handshake is complete. ``close_timeout`` bounds each
+    wait on the peer: writing a control frame, and the closing handshake in :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        ws: WSConnection,
+        *,
+        remote: str,
+        max_message: int = MAX_MESSAGE,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self.framing = Framing.MESSAGE
+        self.remote = remote
+        self._stream = stream
+        self._ws = ws
+        self._max = max_message
+        self._close_timeout = close_timeout
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._partial = bytearray()
+        self._skipping = False  # dropping the tail of an oversize message
+        self._pongs: list[bytes] = []
+        self._close_reply: CloseConnection | None = None
+        self._closed: TransportClosed | None = None
+        self._send_lock = anyio.Lock()
+        self._reading = False
+        self._broken = False  # a write was cut short: half a frame may be on the wire
+        self._aclosed = False
+        self._absorb()  # frames that arrived together with the handshake
+
+    async def receive(self) -> bytes | TransportClosed:
+        """The next whole message (Text as UTF-8 bytes), or :class:`TransportClosed`."""
+        while True:
+            if self._pongs or self._close_reply is not None:
+                await self._answer()
+            if self._messages:
+                return self._messages.popleft()
+            if self._closed is not None:
+                return self._closed
+            self._reading = True
+            try:
+                data: bytes | None = await self._stream.receive(_READ_SIZE)
+            except anyio.EndOfStream:
+                data = None  # wsproto reports it as close code 1006
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                self._lost(f"connection lost: {exc!r}")
+                continue
+            finally:
+                self._reading = False
+            self._ws.receive_data(data)
+            self._absorb()
+
+    async def send(self, chunks: list[bytes]) -> None:
+        """Send each chunk as one Binary message, all in one stream write."""
+        async with self._send_lock:
+            if self._broken or self._ws.state is not _OPEN:
+                raise anyio.BrokenResourceError("the WebSocket is closing or closed")
+            await self._write(b"".join([self._ws.send(BytesMessage(data=c)) for c in chunks]))
+
+    async def aclose(self, number: int | None = None, reason: str = "") -> None:
+        """Send Close (``number``, else 1000; ``reason`` cut to 123 bytes), wait up to
+        ``close_timeout`` for the peer's Close, then close the stream. Idempotent, never
+        raises, and shielded from cancellation (but bounded)."""
+        if self._aclosed:
+            return
+        self._aclosed = True
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._close_timeout):
+                try:
+                    await self._close_handshake(number, reason)
+                except Exception as exc:  # the stream is closed below whatever happened
+                    log.debug("closing handshake with %s failed: %r", self.remote, exc)
+            await anyio.aclose_forcefully(self._stream)
+        if self._closed is None:
+            self._closed = TransportClosed(None, "closed locally")
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _absorb(self) -> None:
+        """Turn pending wsproto events into messages, replies to send, or the close."""
+        for event in self._ws.events():
+            if isinstance(event, BytesMessage):
+                self._add(bytes(event.data), event.message_finished)
+            elif isinstance(event, TextMessage):
+                self._add(event.data.encode("utf-8"), event.message_finished)
+            elif isinstance(event, Ping):
+                self._pongs.append(bytes(event.payload))
+            elif isinstance(event, CloseConnection):
+                # OPEN here means wsproto found a protocol error (code 1002/1007/...):
+                # we send that Close; REMOTE_CLOSING means the peer's Close wants a reply.
+                if self._ws.state in (_OPEN, _REMOTE_CLOSING):
+                    self._close_reply = event.response()
+                number = None if event.code in _NO_CODE else int(event.code)
+                if self._closed is None:
+                    self._closed = TransportClosed(number, event.reason or "")
+            # Pong: we never send Pings, so an unsolicited Pong is ignored (RFC 6455 §5.5.3).
+
+    def _add(self, data: bytes, finished: bool) -> None:
+        if not self._skipping:
+            self._partial += data[: self._max + 1 - len(self._partial)]
+            if len(self._partial) > self._max:
+                # Hand the core max+1 bytes now so it rejects the frame (module docstring).
+                self._messages.append(bytes(self._partial))
+                self._partial = bytearray()
+                self._skipping = True
+        if finished:
+            if not self._skipping:
+                self._messages.append(bytes(self._partial))
+                self._partial = bytearray()
+            self._skipping = False
+
+    async def _answer(self) -> None:
+        """Send queued Pongs and the Close reply. Shielded so a cancelled receive() never
+        cuts a frame in half; bounded so a peer that stopped reading cannot hold us."""
+        pongs, self._pongs = self._pongs, []
+        reply, self._close_reply = self._close_reply, None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._close_timeout):
+            try:
+                async with self._send_lock:
+                    out = b"".join(
+                        [self._ws.send(Pong(payload=p)) for p in pongs if self._ws.state is _OPEN]
+                    )
+                    if reply is not None and self._ws.state in (_OPEN, _REMOTE_CLOSING):
+                        out += self._ws.send(reply)
+                    if out and not self._broken:
+                        await self._write(out)
+            except anyio.BrokenResourceError as exc:
+                self._lost(f"connection lost: {exc!r}")
+        if self._broken:
+            self._lost("timed out writing a control frame")
+
+    async def _close_handshake(self, number: int | None, reason: str) -> None:
+        async with self._send_lock:
+            state = self._ws.state
+            if not self._broken and state in (_OPEN, _REMOTE_CLOSING):
+                reply = self._close_reply
+                if reply is None or state is _OPEN:
+                    code = number if number is not None and 1000 <= number <= 4999 else 1000
+                    text = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+                    reply = CloseConnection(code=code, reason=text)
+                self._close_reply = None
+                await self._write(self._ws.send(reply))
+        # Wait for the peer's Close unless another task is reading (it will see it).
+        while self._ws.state is _LOCAL_CLOSING and not self._reading and not self._broken:
+            try:
+                data = await self._stream.receive(_READ_SIZE)
+            except anyio.EndOfStream:
+                return
+            self._ws.receive_data(data)
+            self._absorb()
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self._stream.send(data)
+        except BaseException as exc:
+            self._broken = True
+            if isinstance(exc, (OSError, anyio.ClosedResourceError)):
+                raise anyio.BrokenResourceError(f"write failed: {exc!r}") from exc
+            raise
+
+    def _lost(self, reason: str) -> None:
+        self._broken = True
+        if self._closed is None:
+            self._closed = TransportClosed(None, reason)
+
+
+def _address(sockaddr: Any) -> str:
+    """``host:port`` (``[v6]:port``) from a socket address."""
+    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
+        host, port = str(sockaddr[0]), sockaddr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(sockaddr)
+
+
+# -- client --------------------------------------------------------------------------------
+
+
+async def connect_websocket(
+    url: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    max_message: int = MAX_MESSAGE,
+    connect_timeout: float = 10.0,
+) -> WebSocketTransport:
+    """Open ``ws://host:port/path`` or ``wss://…`` (host may be ``[v6]``) and complete
+    the opening handshake. ``wss`` uses ``ssl_context`` or the system trust store.
+
+    Raises ``ValueError`` for a bad URL, ``OSError`` when the connection fails (an
+    ``ssl.SSLError`` for TLS, ``TimeoutError`` after ``connect_timeout`` seconds), and
+    :class:`WebSocketHandshakeError` when the server refuses the upgrade.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    secure = parts.scheme == "wss"
+    host = parts.hostname
+    port = parts.port or (443 if secure else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    try:
+        with anyio.fail_after(connect_timeout):
+            stream: ByteStream = await anyio.connect_tcp(host, port)
+            try:
+                remote = _address(stream.extra(SocketAttribute.remote_address))
+                if secure:
+                    stream = await TLSStream.wrap(
+                        stream, hostname=host, ssl_context=ssl_context, standard_compatible=False
+                    )
+                ws = await _client_handshake(stream, parts.netloc.rpartition("@")[2], target)
+            except BaseException:
+                await anyio.aclose_forcefully(stream)
+                raise
+    except TimeoutError:
+        raise TimeoutError(f"{url}: not connected within {connect_timeout:g} s") from None
+    return WebSocketTransport(stream, ws, remote=remote, max_message=max_message)
+
+
+async def _client_handshake(stream: ByteStream, host: str, target: str) -> WSConnection:
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send(ws.send(Request(host=host, target=target)))
+    while True:
+        # Stop at the verdict: frames after the 101 stay queued for the transport.
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                return ws
+            if isinstance(event, RejectConnection):
+                raise WebSocketHandshakeError(
+                    f"server refused the WebSocket upgrade: HTTP {event.status_code}",
+                    event.status_code,
+                )
+        try:
+            ws.receive_data(await stream.receive(_READ_SIZE))
+        except anyio.EndOfStream:
+            raise WebSocketHandshakeError("connection closed during the handshake") from None
+        except RemoteProtocolError as exc:
+            raise WebSocketHandshakeError(f"bad handshake response: {exc}") from None
+
+
+# -- server --------------------------------------------------------------------------------
+
+
+async def serve_websocket(
+    handler: Handler,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+    max_message: int = MAX_MESSAGE,
+    handshake_timeout: float = 10.0,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve WebSocket (``wss`` with ``ssl_context``) on ``host:port`` until cancelled.
+
+    Reports the bound ``host:port`` through ``task_status``. Each upgrade (any path, any
+    Host, no subprotocol, no extensions) runs ``await handler(transport)`` in its own
+    task; the transport is closed when the handler ends. ``GET /healthz`` answers 200,
+    other plain HTTP 404. TLS plus the HTTP request must complete within
+    ``handshake_timeout`` or the socket is closed. A failing connection never stops the
+    server: I/O errors are logged at debug level, handler exceptions as errors.
+    """
+
+    async def serve_one(raw: anyio.abc.SocketStream) -> None:
+        stream: ByteStream = raw
+        remote = "?"
+        try:
+            remote = _address(raw.extra(SocketAttribute.remote_address))
+            transport = None
+            with anyio.move_on_after(handshake_timeout):
+                if ssl_context is not None:
+                    stream = await TLSStream.wrap(
+                        raw, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                    )
+                transport = await _server_handshake(stream, remote, max_message)
+            if transport is None:
+                return
+            try:
+                await handler(transport)
+            except Exception:
+                log.exception("WebSocket handler failed for %s", remote)
+            finally:
+                await transport.aclose(None, "")
+        except Exception as exc:
+            log.debug("WebSocket connection from %s failed: %r", remote, exc)
+        finally:
+            await anyio.aclose_forcefully(stream)
+
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    async with listener, anyio.create_task_group() as tg:
+        for one in listener.listeners:
+            # create_tcp_listener only makes SocketListeners; we accept ourselves so an
+            # accept() error backs off instead of ending the server (Listener.serve would).
+            tg.start_soon(_accept_loop, cast(anyio.abc.SocketListener, one), tg, serve_one)
+        task_status.started(_address(listener.extra(SocketAttribute.local_address)))
+
+
+async def _accept_loop(
+    listener: anyio.abc.SocketListener,
+    tg: anyio.abc.TaskGroup,
+    serve: Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]],
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except anyio.ClosedResourceError:
+            return
+        except OSError as exc:
+            # Out of file descriptors and the like: back off rather than spin.
+            log.warning("accept failed: %r", exc)
+            await anyio.sleep(0.1)
+            continue
+        tg.start_soon(serve, stream)
+
+
+async def _server_handshake(
+    stream: ByteStream, remote: str, max_message: int
+) -> WebSocketTransport | None:
+    """Read one HTTP request: upgrade it (returns the transport) or answer it (None)."""
+    http = h11.Connection(h11.SERVER)
+    try:
+        request = await _read_request(stream, http)
+    except h11.RemoteProtocolError:
+        await _respond(stream, http, 400, b"bad request\n")
+        return None
+    if request is None:
+        return None
+    if any(n == b"upgrade" and b"websocket" in v.lower() for n, v in request.headers):
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            # wsproto validates the upgrade headers (key, version, method).
+            ws.initiate_upgrade_connection(list(request.headers), request.target)
+            ok = any(isinstance(event, Request) for event in ws.events())
+        except RemoteProtocolError:
+            ok = False
+        if not ok:
+            await _respond(stream, http, 400, b"bad WebSocket upgrade\n")
+            return None
+        await stream.send(ws.send(AcceptConnection()))
+        ws.receive_data(_trailing(http))
+        return WebSocketTransport(stream, ws, remote=remote, max_message=max_message)
+    if request.target.split(b"?")[0] == b"/healthz" and request.method in (b"GET", b"HEAD"):
+        await _respond(stream, http, 200, b"ok\n", body=request.method == b"GET")
+    else:
+        await _respond(stream, http, 404, b"not found\n")
+    return None
+
+
+async def _read_request(stream: ByteStream, http: h11.Connection) -> h11.Request | None:
+    while True:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            try:
+                http.receive_data(await stream.receive(_READ_SIZE))
+            except anyio.EndOfStream:
+                http.receive_data(b"")
+            continue
+        return event if isinstance(event, h11.Request) else None
+
+
+def _trailing(http: h11.Connection) -> bytes:
+    """Bytes a client sent after its upgrade request (h11 holds them once it pauses)."""
+    try:
+        while (event := http.next_event()) is not h11.PAUSED:
+            if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                return b""
+    except h11.RemoteProtocolError:
+        return b""
+    return http.trailing_data[0]
+
+
+async def _respond(
+    stream: ByteStream, http: h11.Connection, status: int, text: bytes, *, body: bool = True
+) -> None:
+    """A small text/plain response, then the caller closes the connection."""
+    headers = [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(text))),
+        ("connection", "close"),
+    ]
+    try:
+        data = http.send(h11.Response(status_code=status, headers=headers)) or b""
+        if body:
+            data += http.send(h11.Data(data=text)) or b""
+        data += http.send(h11.EndOfMessage()) or b""
+    except h11.LocalProtocolError:
+        return  # h11 cannot answer in this state (e.g. nothing parsable arrived)
+    await stream.send(data)
