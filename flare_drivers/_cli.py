@@ -163,15 +163,16 @@ async def run_serve(args: argparse.Namespace) -> None:
     install_chat_room(hub)
     # QUIC's idle timeout stays above the clients' heartbeat timeout (B25).
     listeners = _listeners(args, max(120.0, args.heartbeat_timeout + 30.0))
-    async with anyio.create_task_group() as tg:
-        bound = await tg.start(serve, hub, listeners)
-        print(json.dumps(bound), flush=True)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # Signals are caught before the ready line goes out, so a harness may stop us at once.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            bound = await tg.start(serve, hub, listeners)
+            print(json.dumps(bound), flush=True)
             async for signum in signals:
                 log.info("signal %s: draining %d connections", signum, len(hub.connections))
                 await hub.shutdown()
                 break
-        tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()
 
 
 # -- connect -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -27,8 +28,10 @@ from flare_proto import (
     ClientConfig,
     ClientConnection,
     CloseCode,
+    Compression,
     ConnectionClosed,
     Event,
+    Format,
     Frame,
     FrameReceived,
     HandshakeCompleted,
@@ -138,6 +141,7 @@ class Client:
         self._waiters: dict[str, _Waiter] = {}
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
+        self._session: AbstractAsyncContextManager[Client]
         self._finished = anyio.Event()
         self._events_tx, self._events_rx = anyio.create_memory_object_stream[ClientEvent](
             max_events
@@ -146,10 +150,8 @@ class Client:
     # -- life cycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Client:
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._run)
-        return self
+        self._session = self._run_session()
+        return await self._session.__aenter__()
 
     async def __aexit__(
         self,
@@ -157,9 +159,21 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        await self.aclose()
-        assert self._tg is not None
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        return await self._session.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _run_session(self) -> AsyncIterator[Client]:
+        # The task group lives in one generator frame, so its scope always exits in order
+        # even when closing is cancelled (a hand-written __aexit__ could skip it).
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._run)
+            try:
+                yield self
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.aclose()
+                tg.cancel_scope.cancel()
 
     async def aclose(self) -> None:
         """Close cleanly (CLOSE frame, then the transport) and stop reconnecting."""
@@ -178,10 +192,22 @@ class Client:
         if the client closes first)."""
         while not self._connected.is_set():
             if self.state is ConnectionState.CLOSED:
-                raise ClientClosed(f"client closed ({self.close_code})")
+                raise ClientClosed(self._closed_reason())
             await self._connected.wait()
         if self.state is ConnectionState.CLOSED:
-            raise ClientClosed(f"client closed ({self.close_code})")
+            raise ClientClosed(self._closed_reason())
+
+    def _closed_reason(self) -> str:
+        code = self.close_code
+        return "client closed" if code is None else f"client closed: {code.code}"
+
+    @property
+    def encoding(self) -> tuple[Format, Compression] | None:
+        """The negotiated (format, compression) while connected, else ``None``."""
+        core = self._core
+        if core is None or self.state is not ConnectionState.CONNECTED:
+            return None
+        return core.format, core.compression
 
     @property
     def rtt(self) -> float | None:
@@ -293,7 +319,7 @@ class Client:
                 return await connect_websocket(
                     url,
                     ssl_context=self.ssl_context,
-                    max_message=self.config.limits.max_frame + 1,
+                    max_message=self.config.limits.max_frame,
                     connect_timeout=self.connect_timeout,
                 )
             if scheme == "quic":

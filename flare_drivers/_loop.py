@@ -33,7 +33,8 @@ class ConnectionDriver:
     """Runs one core over one transport until the connection ends.
 
     ``on_event`` is awaited for every core event, in order. ``max_queue`` bounds the
-    batches waiting to be written (one batch per flush).
+    batches waiting to be written (one batch per flush). ``drain_timeout`` bounds how long
+    the last frames (ERROR, CLOSE, KICKED) may take to write once the core has closed.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class ConnectionDriver:
         on_event: EventHandler,
         *,
         max_queue: int = 1024,
+        drain_timeout: float = 1.0,
     ) -> None:
         self.core = core
         self.transport = transport
@@ -53,6 +55,7 @@ class ConnectionDriver:
         self._overflow = False
         self._transport_gone = False
         self._read_scope: anyio.CancelScope | None = None
+        self._drain_timeout = drain_timeout
 
     # -- called by anyone holding the driver ---------------------------------------------
 
@@ -86,6 +89,9 @@ class ConnectionDriver:
                     self._out.close()
                     if self._overflow:
                         tg.cancel_scope.cancel()
+                    else:
+                        # The peer may have stopped reading: bound the final drain.
+                        tg.cancel_scope.deadline = anyio.current_time() + self._drain_timeout
         finally:
             code = self.core.close_code
             with anyio.CancelScope(shield=True):
@@ -132,11 +138,10 @@ class ConnectionDriver:
 
     async def _writer(self) -> None:
         async with self._out_rx:
-            async for first in self._out_rx:
-                batch = first
-                while True:
+            async for batch in self._out_rx:
+                while True:  # coalesce everything already queued into one write
                     try:
-                        batch = batch + self._out_rx.receive_nowait()
+                        batch.extend(self._out_rx.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 if self._transport_gone:

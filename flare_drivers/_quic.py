@@ -50,7 +50,9 @@ class QuicTransport:
 
     Made by :func:`connect_quic` and :func:`serve_quic`;
     ``receive_datagrams`` waits for the next datagram(s) for this connection,
-    ``send_datagram`` writes one. ``max_buffered`` bounds received bytes not yet taken by
+    ``send_datagram`` writes one; ``on_closed`` runs once our CONNECTION_CLOSE is out,
+    after which the connection counts as over (the client closes its socket there, not
+    waiting out aioquic's closing period). ``max_buffered`` bounds received bytes not yet taken by
     :meth:`receive` (beyond it incoming datagrams are dropped and the peer's loss
     recovery resends them later); :meth:`send` waits while more than ``send_buffer``
     bytes are unacknowledged; :meth:`aclose` waits up to ``close_timeout`` for what was
@@ -66,6 +68,7 @@ class QuicTransport:
         remote: str,
         receive_datagrams: DatagramSource,
         send_datagram: DatagramSink,
+        on_closed: Callable[[], Awaitable[None]] | None = None,
         max_buffered: int = 4 * 1024 * 1024,
         send_buffer: int = 1024 * 1024,
         close_timeout: float = 2.0,
@@ -98,7 +101,7 @@ class QuicTransport:
         self._pumping = False
         self._pump_scope: anyio.CancelScope | None = None
         self._changed = anyio.Event()
-        self._after_close: Callable[[], Awaitable[None]] | None = None
+        self._on_closed = on_closed
 
     # -- Transport -------------------------------------------------------------------------
 
@@ -170,11 +173,27 @@ class QuicTransport:
                 self._conn.close(error_code=number or 0, reason_phrase=reason)
                 await self._transmit()
                 self._rearm()
-            if self._after_close is not None:
-                await self._after_close()
+            if self._on_closed is not None:
+                self._terminated = True
+                await self._on_closed()
         except Exception:
             log.exception("closing QUIC connection %s failed", self.remote)
         self._notify()
+
+    @property
+    def connection(self) -> QuicConnection:
+        """The aioquic connection (call :meth:`transmit` after using it)."""
+        return self._conn
+
+    @property
+    def end(self) -> TransportClosed | None:
+        """What :meth:`receive` returns once the buffered bytes are taken, when known."""
+        return self._end
+
+    @property
+    def error(self) -> BaseException | None:
+        """The socket error that ended the connection, if one did."""
+        return self._error
 
     @property
     def terminated(self) -> bool:
@@ -193,8 +212,7 @@ class QuicTransport:
 
     async def pump_forever(self) -> None:
         """Run the pump until the connection is over (the server's per-connection task)."""
-        while not self._terminated:
-            await self._pump_step()
+        await self._wait(lambda: self._terminated)
 
     async def wait_until(self, ready: Callable[[], bool]) -> None:
         """Wait (pumping when nobody else does) until ``ready()`` or the connection is
@@ -210,6 +228,7 @@ class QuicTransport:
 
     async def _wait(self, ready: Callable[[], bool]) -> None:
         # ``ready`` must turn true once the connection is terminated, or this never returns.
+        # One pump at a time: a second one would sleep on a timer the first has moved.
         while not ready():
             if self._pumping:
                 await self._changed.wait()
@@ -322,6 +341,7 @@ class QuicTransport:
             self._error = exc
         self._terminated = True
         self._set_end(TransportClosed(None, f"QUIC connection lost: {exc!r}"))
+        self._notify()
 
 
 def _closed_by(event: qe.ConnectionTerminated) -> TransportClosed:

@@ -24,6 +24,7 @@ from ._quic import Datagram, QuicTransport, format_address
 DEFAULT_PORT = 8081
 """Port of a ``quic://`` URL without one: flare's QUIC port (reference §4.5, DESIGN §7)."""
 
+
 def parse_quic_url(url: str) -> tuple[str, int]:
     """``quic://host[:port]`` → ``(host, port)``; IPv6 literals in brackets."""
     parts = urllib.parse.urlsplit(url)
@@ -52,7 +53,7 @@ def client_configuration(
         config.verify_mode = ssl.CERT_NONE
     elif isinstance(verify, str):
         if "-----BEGIN" in verify:
-            config.load_verify_locations(cadata=verify.encode("ascii"))
+            config.load_verify_locations(cadata=verify.encode())
         elif os.path.exists(verify):
             config.load_verify_locations(cafile=verify)
         else:
@@ -97,14 +98,15 @@ async def connect_quic(
             except OSError as exc:
                 raise ConnectionError(f"cannot reach {url}: {exc}") from exc
             transport = _client_transport(sock, config)
-            transport._conn.connect(sock.extra(anyio.abc.SocketAttribute.remote_address), now())
+            remote = sock.extra(anyio.abc.SocketAttribute.remote_address)
+            transport.connection.connect(remote, now())
             await transport.transmit()
             await transport.wait_until(lambda: transport is not None and transport.handshake_done)
         if scope.cancelled_caught:
             raise TimeoutError(f"QUIC handshake with {url} timed out after {connect_timeout:g} s")
         assert transport is not None
         if transport.terminated or not transport.handshake_done:
-            error, end = transport._error, transport._end
+            error, end = transport.error, transport.end
             detail = end.reason if end is not None else "connection closed"
             if isinstance(error, ConnectionRefusedError):
                 raise ConnectionRefusedError(f"QUIC connection to {url} refused") from error
@@ -134,18 +136,11 @@ def _client_transport(
         async with lock:
             await sock.send(data)
 
-    transport = QuicTransport(
+    return QuicTransport(
         QuicConnection(configuration=config),
         remote=format_address(remote_addr),
         receive_datagrams=receive,
         send_datagram=send,
+        # Nothing left to do in aioquic's closing period once the CONNECTION_CLOSE is out.
+        on_closed=sock.aclose,
     )
-
-    async def after_close() -> None:
-        # Nothing to do during aioquic's closing period: the CONNECTION_CLOSE is out.
-        transport._terminated = True
-        await sock.aclose()
-
-    transport._after_close = after_close
-    return transport
-

@@ -177,14 +177,14 @@ async def serve_quic(
                     route.inbox.close()
                     outbox.close()
 
-            task_status.started(
-                format_address(sock.extra(anyio.abc.SocketAttribute.local_address))
-            )
+            task_status.started(format_address(sock.extra(anyio.abc.SocketAttribute.local_address)))
             while True:
                 try:
                     data, addr = await sock.receive()
-                except anyio.BrokenResourceError:
-                    continue  # an ICMP error surfaced on the shared socket
+                except anyio.BrokenResourceError as exc:
+                    if isinstance(exc.__cause__, ConnectionError):
+                        continue  # one peer's ICMP error surfaced on the shared socket
+                    raise
                 try:
                     header = pull_quic_header(
                         Buffer(data=data), host_cid_length=config.connection_id_length

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -43,9 +42,11 @@ async def serve(
     """Serve ``hub`` on every listener until cancelled; reports ``{kind: "host:port"}``
     (the bound addresses, e.g. for port 0) through ``task_status`` once all listen."""
     from ._quic import serve_quic
+    from ._tls import load_pem_files, server_context
     from ._websocket import serve_websocket
 
-    max_message = hub.config.limits.max_frame + 1  # one more byte: the core says too large
+    # The transport hands over at most max_frame + 1 bytes; the core rejects the excess.
+    max_message = hub.config.limits.max_frame
     bound: dict[str, str] = {}
     async with anyio.create_task_group() as tg:
         for spec in listeners:
@@ -54,8 +55,7 @@ async def serve(
                 if spec.kind == "wss":
                     if not (spec.certfile and spec.keyfile):
                         raise ValueError("wss needs certfile and keyfile")
-                    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                    context.load_cert_chain(spec.certfile, spec.keyfile)
+                    context = server_context(load_pem_files(spec.certfile, spec.keyfile))
                 address = await tg.start(
                     lambda task_status, s=spec, c=context: serve_websocket(
                         hub.handle_transport,

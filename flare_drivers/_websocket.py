@@ -9,7 +9,7 @@ closing handshake's reply. All writes go through one lock, and each ``send`` wri
 batch of messages with one stream write. A message longer than ``max_message`` is cut to
 ``max_message + 1`` bytes and handed over at once (the rest of it is dropped): the core's
 ``receive_message`` then closes with ``frame_too_large`` and an ERROR frame, so the limit
-is enforced in one place while memory stays bounded here.
+is enforced in one place while memory stays bounded here (pass ``Limits.max_frame``).
 
 :func:`serve_websocket` also answers plain HTTP on the same port (``GET /healthz`` → 200,
 else 404) with h11, and closes every socket it gives up on (B24).
@@ -22,6 +22,7 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
+from http import HTTPStatus
 from typing import Any, cast
 
 import anyio
@@ -104,7 +105,8 @@ class WebSocketTransport:
         self._absorb()  # frames that arrived together with the handshake
 
     async def receive(self) -> bytes | TransportClosed:
-        """The next whole message (Text as UTF-8 bytes), or :class:`TransportClosed`."""
+        """The next whole message (Text as UTF-8 bytes), or :class:`TransportClosed`.
+        Cancel-safe."""
         while True:
             if self._pongs or self._close_reply is not None:
                 await self._answer()
@@ -139,10 +141,20 @@ class WebSocketTransport:
         if self._aclosed:
             return
         self._aclosed = True
+        if self._ws.state is _OPEN:
+            code = number if number is not None and 1000 <= number <= 4999 else 1000
+            text = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+            self._close_reply = CloseConnection(code=code, reason=text)
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self._close_timeout):
                 try:
-                    await self._close_handshake(number, reason)
+                    await self._answer()  # our Close, or the reply to the peer's
+                    # Wait for the peer's Close unless another task is reading (it will).
+                    while self._ws.state is _LOCAL_CLOSING and not (self._reading or self._broken):
+                        self._ws.receive_data(await self._stream.receive(_READ_SIZE))
+                        self._absorb()
+                except anyio.EndOfStream:
+                    pass  # the peer closed the connection: as good as its Close
                 except Exception as exc:  # the stream is closed below whatever happened
                     log.debug("closing handshake with %s failed: %r", self.remote, exc)
             await anyio.aclose_forcefully(self._stream)
@@ -202,27 +214,7 @@ class WebSocketTransport:
             except anyio.BrokenResourceError as exc:
                 self._lost(f"connection lost: {exc!r}")
         if self._broken:
-            self._lost("timed out writing a control frame")
-
-    async def _close_handshake(self, number: int | None, reason: str) -> None:
-        async with self._send_lock:
-            state = self._ws.state
-            if not self._broken and state in (_OPEN, _REMOTE_CLOSING):
-                reply = self._close_reply
-                if reply is None or state is _OPEN:
-                    code = number if number is not None and 1000 <= number <= 4999 else 1000
-                    text = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
-                    reply = CloseConnection(code=code, reason=text)
-                self._close_reply = None
-                await self._write(self._ws.send(reply))
-        # Wait for the peer's Close unless another task is reading (it will see it).
-        while self._ws.state is _LOCAL_CLOSING and not self._reading and not self._broken:
-            try:
-                data = await self._stream.receive(_READ_SIZE)
-            except anyio.EndOfStream:
-                return
-            self._ws.receive_data(data)
-            self._absorb()
+            self._lost("a write failed or timed out")
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -453,7 +445,10 @@ async def _respond(
         ("connection", "close"),
     ]
     try:
-        data = http.send(h11.Response(status_code=status, headers=headers)) or b""
+        response = h11.Response(
+            status_code=status, headers=headers, reason=HTTPStatus(status).phrase
+        )
+        data = http.send(response) or b""
         if body:
             data += http.send(h11.Data(data=text)) or b""
         data += http.send(h11.EndOfMessage()) or b""

@@ -103,9 +103,12 @@ async def test_echo_trusting_the_server_certificate(cert: CertifiedKey) -> None:
             transport = await connect_quic(f"quic://{address}", verify=cert.cert_pem.decode())
             assert transport.framing is Framing.STREAM
             assert transport.remote == address
+            # Each send separately, then all at once: order is kept across chunks.
             for chunk in chunks:
-                await round_trip(transport, [chunk, chunk[::-1]])
-            await round_trip(transport, chunks)
+                await transport.send([chunk])
+            expected = b"".join(chunks)
+            assert await receive_exactly(transport, len(expected)) == expected
+            await round_trip(transport, chunks[:2] + chunks[3:])
             await transport.aclose(None, "done")
 
 
@@ -127,6 +130,17 @@ async def test_echo_with_ca_file_and_localhost_name(tmp_path: Path) -> None:
             # A host name: SNI "localhost", checked against the DNS SAN.
             transport = await connect_quic(f"quic://localhost:{port}", verify=str(cafile))
             await round_trip(transport, [b"via a CA"])
+            await transport.aclose(None, "done")
+
+
+async def test_certificate_from_pem_files(cert: CertifiedKey, tmp_path: Path) -> None:
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.cert_pem)
+    keyfile.write_bytes(cert.key_pem)
+    with anyio.fail_after(10):
+        async with serving(echo, certfile=str(certfile), keyfile=str(keyfile)) as address:
+            transport = await connect_quic(f"quic://{address}", verify=cert.cert_pem.decode())
+            await round_trip(transport, [b"from files"])
             await transport.aclose(None, "done")
 
 
@@ -197,6 +211,44 @@ async def test_client_close_code_reaches_server(cert: CertifiedKey) -> None:
             await done.wait()
     assert b"".join(x for x in seen if isinstance(x, bytes)) == b"last words"
     assert seen[-1] == TransportClosed(4011, "kicked")
+
+
+async def test_fin_is_end_of_stream(cert: CertifiedKey) -> None:
+    seen: list[bytes | TransportClosed] = []
+    done = anyio.Event()
+
+    async def record(transport: QuicTransport) -> None:
+        while not isinstance(item := await transport.receive(), TransportClosed):
+            seen.append(item)
+        seen.append(item)
+        done.set()
+
+    with anyio.fail_after(10):
+        async with serving(record, cert) as address:
+            transport = await connect_quic(f"quic://{address}", verify=cert.cert_pem.decode())
+            # What quinn's finish() does (reference §4.2).
+            transport.connection.send_stream_data(0, b"bye", end_stream=True)
+            await transport.transmit()
+            await done.wait()
+            await transport.aclose(None, "done")
+    assert seen == [b"bye", TransportClosed(None, "end of stream")]
+
+
+async def test_send_waits_while_much_is_unacknowledged(cert: CertifiedKey) -> None:
+    async def never_read(transport: QuicTransport) -> None:
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(10):
+        async with serving(never_read, cert) as address:
+            transport = await connect_quic(f"quic://{address}", verify=cert.cert_pem.decode())
+            with anyio.move_on_after(0.5) as scope:
+                for _ in range(16):
+                    await transport.send([b"x" * MiB])
+            # Backpressure: each send waits until at most send_buffer is unacknowledged,
+            # so a peer that does not keep up holds the writer back (slow_consumer).
+            assert scope.cancelled_caught
+            await transport.aclose(4008, "slow_consumer")
+            assert await transport.receive() == TransportClosed(4008, "slow_consumer")
 
 
 async def test_normal_close_has_no_code(cert: CertifiedKey) -> None:
@@ -378,7 +430,7 @@ async def test_ipv6_literal(cert: CertifiedKey) -> None:
 # -- a full core pair over the transport ----------------------------------------------------
 
 
-async def serve_core(transport: QuicTransport, seen: list[CoreEvent]) -> None:
+async def serve_core(transport: QuicTransport, seen: list[CoreEvent], done: anyio.Event) -> None:
     core = ServerConnection(ServerConfig(), now=now(), ids=process_ids(), framing=Framing.STREAM)
 
     async def on_event(event: CoreEvent) -> None:
@@ -392,15 +444,20 @@ async def serve_core(transport: QuicTransport, seen: list[CoreEvent]) -> None:
             driver.flush()
 
     driver = ConnectionDriver(core, transport, on_event)
-    await driver.run()
+    try:
+        await driver.run()
+    finally:
+        done.set()
 
 
 async def test_core_pair_send_is_acked(cert: CertifiedKey) -> None:
     server_seen: list[CoreEvent] = []
     client_seen: list[CoreEvent] = []
     sent: list[str] = []
+    server_done = anyio.Event()
+    handler = partial(serve_core, seen=server_seen, done=server_done)
     with anyio.fail_after(15):
-        async with serving(partial(serve_core, seen=server_seen), cert) as address:
+        async with serving(handler, cert) as address:
             core = ClientConnection(
                 ClientConfig(user_id="alice"), ids=process_ids(), framing=Framing.STREAM
             )
@@ -418,6 +475,7 @@ async def test_core_pair_send_is_acked(cert: CertifiedKey) -> None:
             core.connect(now())
             driver.flush()
             await driver.run()
+            await server_done.wait()
     assert [type(e) for e in client_seen] == [HandshakeCompleted, MessageAcked, ConnectionClosed]
     assert client_seen[1] == MessageAcked(message_id=sent[0])
     received = [e for e in server_seen if isinstance(e, FrameReceived)]

@@ -252,6 +252,39 @@ async def test_abrupt_disconnect_is_a_close_without_code() -> None:
     assert seen[0].number is None
 
 
+async def test_handler_end_closes_and_errors_do_not_stop_the_server() -> None:
+    async def once(transport: WebSocketTransport) -> None:
+        message = await receive_bytes(transport)
+        if message == b"fail":
+            raise RuntimeError("application bug")
+
+    with anyio.fail_after(10):
+        async with serving(once) as address:
+            for word in (b"fail", b"ok"):
+                client = await connect_websocket(f"ws://{address}/")
+                await client.send([word])
+                assert await client.receive() == TransportClosed(1000, "")
+                await client.aclose(None, "")
+
+
+async def test_server_cancellation_closes_connections() -> None:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+
+            async def server(*, task_status: anyio.abc.TaskStatus[str]) -> None:
+                with scope:
+                    await serve_websocket(echo, task_status=task_status)
+
+            address: str = await tg.start(server)
+            client = await connect_websocket(f"ws://{address}/")
+            await client.send([b"hi"])
+            assert await receive_bytes(client) == b"hi"
+            scope.cancel()
+            assert await client.receive() == TransportClosed(1000, "")
+            await client.aclose(None, "")
+
+
 async def test_aclose_is_bounded_when_peer_stops_reading() -> None:
     finished = anyio.Event()
 
@@ -276,14 +309,14 @@ async def test_healthz_404_and_garbage() -> None:
     with anyio.fail_after(10):
         async with serving(echo, handshake_timeout=0.5) as address:
             ok = await http(address, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert ok.startswith(b"HTTP/1.1 200 ")
+            assert ok.startswith(b"HTTP/1.1 200 OK\r\n")
             assert ok.endswith(b"\r\n\r\nok\n")
             head = await http(address, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n")
             missing = await http(address, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert missing.startswith(b"HTTP/1.1 404 ")
+            assert missing.startswith(b"HTTP/1.1 404 Not Found\r\n")
             garbage = await http(address, b"\x16\x03\x01 not http at all\r\n\r\n")
-            assert garbage == b"" or garbage.startswith(b"HTTP/1.1 400 ")
+            assert garbage.startswith(b"HTTP/1.1 400 Bad Request\r\n")
             bad_upgrade = await http(
                 address, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"
             )
@@ -412,7 +445,7 @@ async def serve_core(
 
 async def run_client(
     address: str,
-    on_open: Callable[[ClientConnection], None],
+    on_open: Callable[[ClientConnection], object],
     config: ClientConfig = ClientConfig(user_id="alice"),  # noqa: B008 - frozen
 ) -> list[CoreEvent]:
     core = ClientConnection(config, ids=process_ids())

@@ -1,0 +1,37 @@
+"""Shared helpers for driver tests: a hub running on loopback listeners."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import anyio
+
+from flare_drivers._hub import Hub
+from flare_drivers._serve import Listener, ListenerKind, serve
+
+
+@asynccontextmanager
+async def running(
+    hub: Hub, kinds: Sequence[ListenerKind] = ("ws", "quic"), **listener: object
+) -> AsyncIterator[dict[str, str]]:
+    """Serve ``hub`` on 127.0.0.1 port 0 for each kind; yields ``{kind: "host:port"}``."""
+    specs = [Listener(kind=k, **listener) for k in kinds]  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        bound = await tg.start(serve, hub, specs)
+        try:
+            yield bound
+        finally:
+            tg.cancel_scope.cancel()
+
+
+def url(bound: dict[str, str], kind: str) -> str:
+    """The client URL for a bound listener."""
+    return f"{kind}://{bound[kind]}"
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``predicate()`` until true (bounded)."""
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
