@@ -161,8 +161,11 @@ async def run_serve(args: argparse.Namespace) -> None:
         strategy=strategy_from_name(args.devices),
     )
     install_chat_room(hub)
-    # QUIC's idle timeout stays above the clients' heartbeat timeout (B25).
-    listeners = _listeners(args, max(120.0, args.heartbeat_timeout + 30.0))
+    # QUIC's idle timeout stays above the clients' heartbeat timeout and our own idle
+    # deadline, so flare's heartbeat decides, with a close code (B25).
+    listeners = _listeners(
+        args, max(120.0, args.heartbeat_timeout + 30.0, args.idle_timeout + 30.0)
+    )
     # Signals are caught before the ready line goes out, so a harness may stop us at once.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:

@@ -329,10 +329,17 @@ class Client:
                     url,
                     verify=self.quic_verify,
                     alpn=self.quic_alpn,
-                    idle_timeout=max(120.0, self.config.heartbeat_timeout + 30.0),
+                    idle_timeout=self._quic_idle_timeout(),
                     connect_timeout=self.connect_timeout,
                 )
         raise ValueError(f"unsupported URL scheme in {url!r} (ws, wss, quic)")
+
+    def _quic_idle_timeout(self) -> float:
+        """Above the longest silence the core tolerates (the background liveness timeout),
+        so the heartbeat, not QUIC, decides that a connection is dead (B25)."""
+        c = self.config
+        background = c.heartbeat_timeout * c.background_interval / c.heartbeat_interval
+        return max(120.0, c.heartbeat_timeout, background) + 30.0
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (DESIGN §5)."""

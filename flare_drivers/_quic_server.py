@@ -43,6 +43,8 @@ QuicHandler = Callable[[QuicTransport], Awaitable[None]]
 
 _INBOX = 256
 """Datagrams queued per connection before the demultiplexer drops (UDP may drop)."""
+_CLOSING_LIMIT = 5.0
+"""Seconds a closed connection may stay in the routing table for its closing period."""
 
 
 def server_configuration(
@@ -117,109 +119,131 @@ async def serve_quic(
         alpn=alpn,
         idle_timeout=idle_timeout,
     )
-    async with await anyio.create_udp_socket(local_host=host, local_port=port) as sock:
-        lock = anyio.Lock()  # every connection's pump writes to this one socket
-
-        async def send(data: bytes, addr: NetworkAddress) -> None:
-            # One unreachable peer must not stop the others: UDP send errors are loss.
+    sock = await anyio.create_udp_socket(local_host=host, local_port=port)
+    # The socket outlives the task group: closing connections on cancellation still sends.
+    async with sock, anyio.create_task_group() as tg:
+        listener = _Listener(sock, tg, config, handler, handshake_timeout, max_connections)
+        task_status.started(format_address(sock.extra(anyio.abc.SocketAttribute.local_address)))
+        while True:
             try:
-                async with lock:
-                    await sock.send((data, addr))
-            except (OSError, anyio.BrokenResourceError) as exc:
-                log.debug("QUIC send to %s failed: %r", addr, exc)
+                data, addr = await sock.receive()
+            except anyio.BrokenResourceError as exc:
+                if isinstance(exc.__cause__, ConnectionError):
+                    continue  # one peer's ICMP error surfaced on the shared socket
+                raise
+            await listener.datagram_received(data, addr)
 
-        routes: dict[bytes, _Route] = {}
-        live: set[_Route] = set()
 
-        async with anyio.create_task_group() as tg:
+class _Listener:
+    """The routing table of one :func:`serve_quic` socket and its connection tasks."""
 
-            def open_route(header_dcid: bytes, addr: NetworkAddress) -> _Route:
-                conn = QuicConnection(
-                    configuration=config, original_destination_connection_id=header_dcid
+    def __init__(
+        self,
+        sock: anyio.abc.UDPSocket,
+        tg: anyio.abc.TaskGroup,
+        config: QuicConfiguration,
+        handler: QuicHandler,
+        handshake_timeout: float,
+        max_connections: int | None,
+    ) -> None:
+        self._sock = sock
+        self._tg = tg
+        self._config = config
+        self._handler = handler
+        self._handshake_timeout = handshake_timeout
+        self._max_connections = max_connections
+        self._lock = anyio.Lock()  # every connection's pump writes to this one socket
+        self._routes: dict[bytes, _Route] = {}
+        self._live: set[_Route] = set()
+
+    async def send(self, data: bytes, addr: NetworkAddress) -> None:
+        """Send one datagram; errors are loss (one unreachable peer must not stop the
+        others)."""
+        try:
+            async with self._lock:
+                await self._sock.send((data, addr))
+        except (OSError, anyio.BrokenResourceError) as exc:
+            log.debug("QUIC send to %s failed: %r", addr, exc)
+
+    async def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+        """Route one datagram to its connection, opening one for a valid INITIAL."""
+        config = self._config
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=config.connection_id_length
+            )
+        except ValueError:
+            return
+        route = self._routes.get(header.destination_cid)
+        if route is None:
+            if (
+                header.version is not None
+                and header.version not in config.supported_versions
+                # Never answer a VN packet with one: no reflection loop.
+                and header.packet_type is not QuicPacketType.VERSION_NEGOTIATION
+            ):
+                vn = encode_quic_version_negotiation(
+                    source_cid=header.destination_cid,
+                    destination_cid=header.source_cid,
+                    supported_versions=config.supported_versions,
                 )
-                inbox, outbox = anyio.create_memory_object_stream[Datagram](_INBOX)
-                transport = QuicTransport(
-                    conn,
-                    remote=format_address(addr),
-                    receive_datagrams=lambda: _receive_batch(outbox),
-                    send_datagram=send,
-                )
-                route = _Route(transport, inbox)
+                await self.send(vn, addr)
+                return
+            if (
+                header.packet_type is not QuicPacketType.INITIAL
+                or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
+            ):
+                return
+            if self._max_connections is not None and len(self._live) >= self._max_connections:
+                await _refuse(config, header.destination_cid, data, addr, self.send)
+                return
+            route = self._open(header.destination_cid, addr)
+        # A connection that cannot keep up loses datagrams, as on a wire.
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+            route.inbox.send_nowait((data, addr))
 
-                def issued(cid: bytes) -> None:
-                    route.cids.add(cid)
-                    routes[cid] = route
+    def _open(self, original_cid: bytes, addr: NetworkAddress) -> _Route:
+        conn = QuicConnection(
+            configuration=self._config, original_destination_connection_id=original_cid
+        )
+        inbox, outbox = anyio.create_memory_object_stream[Datagram](_INBOX)
+        transport = QuicTransport(
+            conn,
+            remote=format_address(addr),
+            receive_datagrams=lambda: _receive_batch(outbox),
+            send_datagram=self.send,
+        )
+        route = _Route(transport, inbox)
+        routes = self._routes
 
-                def retired(cid: bytes) -> None:
-                    route.cids.discard(cid)
-                    if routes.get(cid) is route:
-                        del routes[cid]
+        def issued(cid: bytes) -> None:
+            route.cids.add(cid)
+            routes[cid] = route
 
-                transport.on_cid_issued, transport.on_cid_retired = issued, retired
-                issued(header_dcid)
-                issued(conn.host_cid)
-                live.add(route)
-                tg.start_soon(serve_connection, route, outbox)
-                return route
+        def retired(cid: bytes) -> None:
+            route.cids.discard(cid)
+            if routes.get(cid) is route:
+                del routes[cid]
 
-            async def serve_connection(
-                route: _Route, outbox: MemoryObjectReceiveStream[Datagram]
-            ) -> None:
-                try:
-                    await _run_connection(route.transport, handler, handshake_timeout)
-                except Exception:  # one bad peer never crashes the server
-                    log.exception("QUIC connection %s failed", route.transport.remote)
-                finally:
-                    live.discard(route)
-                    for cid in route.cids:
-                        if routes.get(cid) is route:
-                            del routes[cid]
-                    route.inbox.close()
-                    outbox.close()
+        transport.on_cid_issued, transport.on_cid_retired = issued, retired
+        issued(original_cid)  # the client keeps using it until it hears from us
+        issued(conn.host_cid)
+        self._live.add(route)
+        self._tg.start_soon(self._serve, route, outbox)
+        return route
 
-            task_status.started(format_address(sock.extra(anyio.abc.SocketAttribute.local_address)))
-            while True:
-                try:
-                    data, addr = await sock.receive()
-                except anyio.BrokenResourceError as exc:
-                    if isinstance(exc.__cause__, ConnectionError):
-                        continue  # one peer's ICMP error surfaced on the shared socket
-                    raise
-                try:
-                    header = pull_quic_header(
-                        Buffer(data=data), host_cid_length=config.connection_id_length
-                    )
-                except ValueError:
-                    continue
-                route = routes.get(header.destination_cid)
-                if route is None:
-                    if (
-                        header.version is not None
-                        and header.version not in config.supported_versions
-                        # Never answer a VN packet with one: no reflection loop.
-                        and header.packet_type is not QuicPacketType.VERSION_NEGOTIATION
-                    ):
-                        await send(
-                            encode_quic_version_negotiation(
-                                source_cid=header.destination_cid,
-                                destination_cid=header.source_cid,
-                                supported_versions=config.supported_versions,
-                            ),
-                            addr,
-                        )
-                        continue
-                    if (
-                        header.packet_type is not QuicPacketType.INITIAL
-                        or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
-                    ):
-                        continue
-                    if max_connections is not None and len(live) >= max_connections:
-                        await _refuse(config, header.destination_cid, data, addr, send)
-                        continue
-                    route = open_route(header.destination_cid, addr)
-                # A connection that cannot keep up loses datagrams, as on a wire.
-                with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
-                    route.inbox.send_nowait((data, addr))
+    async def _serve(self, route: _Route, outbox: MemoryObjectReceiveStream[Datagram]) -> None:
+        try:
+            await _run_connection(route.transport, self._handler, self._handshake_timeout)
+        except Exception:  # one bad peer never crashes the server
+            log.exception("QUIC connection %s failed", route.transport.remote)
+        finally:
+            self._live.discard(route)
+            for cid in route.cids:
+                if self._routes.get(cid) is route:
+                    del self._routes[cid]
+            route.inbox.close()
+            outbox.close()
 
 
 async def _receive_batch(outbox: MemoryObjectReceiveStream[Datagram]) -> list[Datagram]:
@@ -241,20 +265,24 @@ async def _run_connection(
         try:
             with anyio.move_on_after(handshake_timeout):
                 await transport.wait_until(lambda: transport.stream_opened)
-            if not transport.stream_opened:
+            if transport.stream_opened:
+                try:
+                    await handler(transport)
+                except Exception:
+                    log.exception("QUIC handler failed for %s", transport.remote)
+                await transport.aclose(None, "")
+            else:
                 # The original (HEAD) closes with code 0 and this reason (reference §4.2).
                 await transport.close_now(0, "stream timeout")
-                return
-            try:
-                await handler(transport)
-            except Exception:
-                log.exception("QUIC handler failed for %s", transport.remote)
-            await transport.aclose(None, "")
         finally:
-            # Cancelled (server shutdown) or done: the close goes out now either way;
-            # the pump then lives out aioquic's closing period unless cancelled too.
+            # Cancelled (server shutdown) or done: the close goes out now either way.
             with anyio.CancelScope(shield=True):
                 await transport.close_now(None, "server closed")
+        # The pump lives out aioquic's closing period (3 PTO) so late packets still find
+        # the connection; never longer than _CLOSING_LIMIT.
+        with anyio.move_on_after(_CLOSING_LIMIT):
+            await transport.wait_until(lambda: False)
+        tg.cancel_scope.cancel()
 
 
 async def _refuse(

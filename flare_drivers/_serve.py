@@ -30,7 +30,7 @@ class Listener:
     keyfile: str | None = None
     alpn: Sequence[str] | None = None
     idle_timeout: float | None = None
-    """QUIC idle timeout; default: the hub's idle timeout, never below 120 s (B25)."""
+    """QUIC idle timeout; default: 30 s above the hub's idle timeout, at least 120 s (B25)."""
 
 
 async def serve(
@@ -67,7 +67,8 @@ async def serve(
                     )
                 )
             else:
-                idle = spec.idle_timeout or max(120.0, hub.config.idle_timeout)
+                # Above the hub's own idle deadline, so the core closes first, with a code.
+                idle = spec.idle_timeout or max(120.0, hub.config.idle_timeout + 30.0)
                 address = await tg.start(
                     lambda task_status, s=spec, i=idle: serve_quic(
                         hub.handle_transport,

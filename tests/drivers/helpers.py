@@ -8,6 +8,7 @@ is always killed by :meth:`FlareProcess.close` (use it as a context manager).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,16 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[2]
 FLARE_SCRIPT = Path(sys.executable).with_name("flare")
 """The ``flare`` console script of the venv running the tests (``.venv/bin/flare``)."""
-
-# `flare serve` prints its ready line *before* it installs its SIGINT/SIGTERM handlers
-# (see test_cli.test_serve_signal_right_after_ready_line); wait this long after the ready
-# line before signalling it, so the other tests do not trip over that race.
-SIGNAL_SETTLE = 0.3
 
 
 def flare_command(*args: str, script: bool = False) -> list[str]:
@@ -43,8 +39,10 @@ Line = Any  # a parsed JSON value, or the raw text of a line that is not JSON
 class FlareProcess:
     """A running ``flare`` subprocess whose output lines are collected by threads."""
 
-    def __init__(self, argv: Sequence[str], *, name: str = "flare") -> None:
+    def __init__(self, argv: Sequence[str], *, name: str = "flare", graceful: float = 0.0) -> None:
         self.name = name
+        self.graceful = graceful
+        """Seconds :meth:`close` waits for an exit after closing stdin, before killing."""
         self.argv = list(argv)
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         self.proc = subprocess.Popen(
@@ -70,7 +68,6 @@ class FlareProcess:
         ]
         for thread in self._threads:
             thread.start()
-        self.ready_at: float | None = None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -130,7 +127,9 @@ class FlareProcess:
                 if remaining <= 0 or (self._stdout_done and index >= len(self.lines)):
                     break
                 self._cond.wait(remaining)
-        raise AssertionError(f"{self.name}: no matching stdout line in {timeout} s{self.describe()}")
+        raise AssertionError(
+            f"{self.name}: no matching stdout line in {timeout} s{self.describe()}"
+        )
 
     def expect_event(self, timeout: float = 5.0, *, start: int = 0, **fields: Any) -> Any:
         """The first JSON object line whose items include ``fields``."""
@@ -158,10 +157,8 @@ class FlareProcess:
 
     def close_stdin(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            except OSError:
-                pass
 
     def wait(self, timeout: float) -> int | None:
         """The exit status, or ``None`` if still running after ``timeout`` seconds."""
@@ -171,29 +168,28 @@ class FlareProcess:
             return None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
-        """Send ``sig`` (after :data:`SIGNAL_SETTLE` past the ready line) and wait."""
+        """Send ``sig`` and wait up to ``timeout`` seconds for the exit status."""
         if self.proc.poll() is None:
-            if self.ready_at is not None:
-                time.sleep(max(0.0, self.ready_at + SIGNAL_SETTLE - time.monotonic()))
             self.proc.send_signal(sig)
         return self.wait(timeout)
 
     def close(self) -> None:
-        """Kill the process if it still runs and release the pipes (idempotent)."""
+        """Close stdin, give the process :attr:`graceful` seconds to exit, then kill it;
+        release the pipes (idempotent)."""
         self.close_stdin()
+        if self.graceful and self.proc.poll() is None:
+            self.wait(self.graceful)
         if self.proc.poll() is None:
             self.proc.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a kill cannot be ignored
             self.proc.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a kill cannot be ignored
-            pass
         for thread in self._threads:
             thread.join(2)
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
 
-    def __enter__(self) -> FlareProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -216,7 +212,6 @@ class ServeProcess(FlareProcess):
         except BaseException:
             self.close()
             raise
-        self.ready_at = time.monotonic()
         self.addresses = ready
         self.ready_line: str = json.dumps(ready)
 
@@ -226,8 +221,9 @@ class ServeProcess(FlareProcess):
 
 
 def connect_process(*urls: str, options: Sequence[str] = (), name: str = "client") -> FlareProcess:
-    """``flare connect OPTIONS URLS``."""
-    return FlareProcess(flare_command("connect", *options, *urls), name=name)
+    """``flare connect OPTIONS URLS``; stdin EOF ends it, so :meth:`FlareProcess.close`
+    lets it close its connection cleanly (2 s) before killing it."""
+    return FlareProcess(flare_command("connect", *options, *urls), name=name, graceful=2.0)
 
 
 def free_udp_port() -> int:

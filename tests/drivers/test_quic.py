@@ -313,6 +313,31 @@ async def test_stream_never_opened_is_dropped(cert: CertifiedKey) -> None:
     assert not called
 
 
+async def test_garbage_datagrams_do_not_hurt_the_server(cert: CertifiedKey) -> None:
+    initial_header = b"\xc0\x00\x00\x00\x01\x08" + b"\x11" * 8 + b"\x00\x00\x44\xb0"
+    junk = [
+        b"",
+        b"\x40" + b"\x00" * 40,  # short header, unknown connection id
+        initial_header + b"\x00" * 1200,  # INITIAL that does not decrypt
+        initial_header + b"\x00" * 100,  # INITIAL below the minimum size
+        b"\xc0\x00\x00\x00\x00" + b"\x00" * 40,  # a version negotiation packet
+    ]
+    unsupported = b"\xc0\x0a\x0a\x0a\x0a\x08" + b"\x22" * 8 + b"\x08" + b"\x33" * 8
+    with anyio.fail_after(10):
+        async with serving(echo, cert, handshake_timeout=0.5) as address:
+            host, port = address.rsplit(":", 1)
+            async with await anyio.create_connected_udp_socket(host, int(port)) as udp:
+                for datagram in junk:
+                    await udp.send(datagram)
+                await udp.send(unsupported + b"\x00" * 1200)
+                # An unknown version gets a version negotiation packet back (RFC 9000 §6).
+                reply = await udp.receive()
+                assert reply[1:5] == b"\x00\x00\x00\x00"
+            transport = await connect_quic(f"quic://{address}", verify=cert.cert_pem.decode())
+            await round_trip(transport, [b"unharmed"])
+            await transport.aclose(None, "done")
+
+
 async def test_max_connections_refuses_extra_clients(cert: CertifiedKey) -> None:
     with anyio.fail_after(10):
         async with serving(echo, cert, max_connections=1) as address:
