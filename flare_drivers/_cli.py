@@ -12,9 +12,10 @@ import argparse
 import base64
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -43,9 +44,23 @@ log = logging.getLogger("flare")
 
 def _address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r} (port 0-65535)")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _url(text: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    host, colon, port = rest.partition("/")[0].rpartition(":")
+    if (
+        not sep
+        or scheme.lower() not in ("ws", "wss", "quic")
+        or not (colon and host and port.isdigit())
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected ws://HOST:PORT, wss://HOST:PORT or quic://HOST:PORT, got {text!r}"
+        )
+    return text
 
 
 def _format(text: str) -> Format:
@@ -91,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-frame", type=int, default=Limits().max_frame)
 
     c = sub.add_parser("connect", help="connect, send stdin lines, print what arrives")
-    c.add_argument("urls", nargs="+", metavar="URL", help="ws://, wss:// or quic:// (raced)")
+    c.add_argument(
+        "urls", nargs="+", type=_url, metavar="URL", help="ws://, wss:// or quic:// (raced)"
+    )
     c.add_argument("--token")
     c.add_argument("--user")
     c.add_argument("--device-id")
@@ -107,14 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
 # -- serve ---------------------------------------------------------------------------------
 
 
-def _authenticator(path: str) -> Authenticator:
+def load_tokens(path: str) -> dict[str, str]:
+    """Read a ``--tokens`` file: a JSON object mapping token to user id."""
     with open(path, encoding="utf-8") as fh:
         tokens: Any = json.load(fh)
     if not isinstance(tokens, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
     ):
-        raise SystemExit(f"{path}: expected a JSON object mapping token to user id")
-    table: Mapping[str, str] = tokens
+        raise ValueError("expected a JSON object mapping token to user id")
+    return tokens
+
+
+def _authenticator(table: Mapping[str, str]) -> Authenticator:
 
     async def authenticate(request: ConnectRequest) -> Accept | Reject:
         user = table.get(request.token or "")
@@ -157,7 +178,7 @@ async def run_serve(args: argparse.Namespace) -> None:
     )
     hub = Hub(
         config,
-        authenticator=_authenticator(args.tokens) if args.tokens else None,
+        authenticator=_authenticator(args.token_table) if args.tokens else None,
         strategy=strategy_from_name(args.devices),
     )
     install_chat_room(hub)
@@ -230,12 +251,36 @@ def describe(event: object) -> dict[str, Any]:
     return {"event": type(event).__name__}
 
 
+async def _stdin_lines() -> AsyncIterator[str]:
+    """stdin's lines, read without a blocking thread where possible, so that a terminal
+    close can stop the command at once even on an interactive stdin."""
+    fd = sys.stdin.fileno()
+    pending = b""
+    while True:
+        try:
+            await anyio.wait_readable(fd)
+            chunk = os.read(fd, 65536)
+        except (OSError, ValueError):
+            # A regular file cannot be polled (epoll refuses it), but reading it never
+            # blocks for long: a worker thread is fine there.
+            chunk = await anyio.to_thread.run_sync(os.read, fd, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
 def _emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, ensure_ascii=False), flush=True)
 
 
 async def run_connect(args: argparse.Namespace) -> int:
-    """``flare connect``: returns the exit status (0 after a clean close)."""
+    """``flare connect``: returns the exit status (0 after a clean close or stdin's end,
+    1 after a terminal close code such as ``auth_failed`` or ``kicked``)."""
     import ssl
 
     device = None
@@ -262,10 +307,6 @@ async def run_connect(args: argparse.Namespace) -> int:
     client = Client(args.urls, config, ssl_context=context, quic_verify=quic_verify)
     async with client, anyio.create_task_group() as tg:
 
-        async def printer() -> None:
-            async for event in client:
-                _emit(describe(event))
-
         async def send_line(line: str) -> None:
             try:
                 ident = await client.send(line.encode())
@@ -275,20 +316,34 @@ async def run_connect(args: argparse.Namespace) -> int:
             except Exception as exc:  # the client closed under us
                 _emit({"event": "send_failed", "reason": str(exc)})
 
-        tg.start_soon(printer)
-        async with anyio.create_task_group() as senders:
-            stdin = anyio.wrap_file(sys.stdin)
-            async for line in stdin:
-                text = line.rstrip("\n")
-                if text:
-                    senders.start_soon(send_line, text)
-        await client.aclose()
-    return 0
+        async def read_stdin() -> None:
+            async with anyio.create_task_group() as senders:
+                async for line in _stdin_lines():
+                    if line:
+                        senders.start_soon(send_line, line)
+            await client.aclose()
+
+        tg.start_soon(read_stdin)
+        async for event in client:
+            _emit(describe(event))
+        tg.cancel_scope.cancel()  # the client is closed: stop reading stdin
+    code = client.close_code
+    return 0 if code is None or code.reconnect else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flare`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        if args.wss is not None and not (args.cert and args.key):
+            parser.error("--wss needs --cert and --key")
+        args.token_table = None
+        if args.tokens:
+            try:
+                args.token_table = load_tokens(args.tokens)
+            except (OSError, ValueError) as exc:
+                parser.error(f"--tokens {args.tokens}: {exc}")
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.INFO,

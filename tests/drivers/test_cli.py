@@ -271,11 +271,6 @@ def test_devices_platform_exclusive_kicks_the_first(tmp_path: Path) -> None:
         assert server.stop() == 0, server.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: flare connect keeps waiting for stdin after a terminal close "
-    "(auth_failed, kicked): the process does not exit until stdin ends",
-)
 @pytest.mark.parametrize("case", ["auth_failed", "kicked"])
 def test_connect_exits_after_a_terminal_close(tmp_path: Path, case: str) -> None:
     tokens, first, second = kick_setup(tmp_path)
@@ -286,14 +281,14 @@ def test_connect_exits_after_a_terminal_close(tmp_path: Path, case: str) -> None
         if case == "auth_failed":
             with connect_process(url, options=["--token", "wrong"]) as client:
                 closed_with(client, "auth_failed")
-                assert_exits(client, 2)  # stdin still open
+                assert assert_exits(client, 2) == 1  # stdin still open; terminal code: 1
         else:
             with connect_process(url, options=first, name="d1") as d1:
                 connected(d1)
                 with connect_process(url, options=second, name="d2") as d2:
                     connected(d2)
                     closed_with(d1, "kicked")
-                    assert_exits(d1, 2)  # stdin still open
+                    assert assert_exits(d1, 2) == 1  # stdin still open; terminal code: 1
 
 
 def test_connect_exits_cleanly_when_stdin_ends_before_connecting() -> None:
@@ -346,11 +341,6 @@ def test_invalid_arguments_exit_2(args: list[str], message: str) -> None:
     assert result.stdout == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: these invalid arguments are only noticed once serving/connecting starts: "
-    "a traceback and status 1 (or endless retries) instead of a usage error with status 2",
-)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
