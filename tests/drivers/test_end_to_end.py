@@ -27,6 +27,7 @@ from flare_proto import (
     Platform,
     PlatformExclusive,
     ServerConfig,
+    message_frame,
 )
 
 from .hubtools import running, url, wait_for
@@ -324,3 +325,44 @@ async def test_wss_with_test_ca(tmp_path: Path) -> None:
             async with distrusting:
                 with pytest.raises(Exception, match="closed"):
                     await distrusting.wait_connected()
+
+
+async def test_server_full_send_to_user_kick_and_hooks() -> None:
+    hub = Hub(max_connections=2)
+    events: list[str] = []
+
+    @hub.on_connect
+    async def joined(conn: Connection) -> None:
+        events.append(f"connect {conn.user_id}")
+
+    @hub.on_disconnect
+    async def left(conn: Connection) -> None:
+        events.append(f"disconnect {conn.user_id} {conn.core.close_code}")
+
+    with anyio.fail_after(15):
+        async with running(hub, ["ws"]) as bound:
+            a = Client([url(bound, "ws")], ClientConfig(user_id="ann"), **FAST)
+            b = Client([url(bound, "ws")], ClientConfig(user_id="ben"), **FAST)
+            extra = Client([url(bound, "ws")], reconnect=False, **FAST)
+            async with a, b:
+                await a.wait_connected()
+                await b.wait_connected()
+                async with extra:
+                    with pytest.raises(Exception, match="server_full"):
+                        await extra.wait_connected()
+                assert extra.close_code is CloseCode.SERVER_FULL and extra.close_code.reconnect
+                frame = message_frame(2, message_id="to-ben", timestamp=1, payload=b"hi ben")
+                assert hub.send_to_user("ben", frame) == 1
+                got = await first(b, FrameReceived)
+                assert isinstance(got, FrameReceived)
+                assert got.frame.command.message.payload == b"hi ben"
+                (ann,) = [c for c in hub.accepted() if c.user_id == "ann"]
+                assert hub.kick(ann.id, "bye")
+                kicked = await first(a, Kicked)
+                assert isinstance(kicked, Kicked) and kicked.message == "bye"
+                await wait_for(lambda: a.state is ConnectionState.CLOSED)
+                assert a.close_code is CloseCode.KICKED
+                assert not hub.kick(ann.id)
+            await wait_for(lambda: len(events) == 4)
+    assert sorted(events[:2]) == ["connect ann", "connect ben"]
+    assert "disconnect ann CloseCode.KICKED" in events
