@@ -5,6 +5,24 @@ Not imported by ``flare_proto`` itself; import ``flare_proto.testing`` from test
 
 from __future__ import annotations
 
-from .strategies import commands, compressions, formats, frames, garbage, payloads, texts
+from .strategies import (
+    commands,
+    compressions,
+    forged_frames,
+    formats,
+    frames,
+    garbage,
+    payloads,
+    texts,
+)
 
-__all__ = ["commands", "compressions", "formats", "frames", "garbage", "payloads", "texts"]
+__all__ = [
+    "commands",
+    "compressions",
+    "forged_frames",
+    "formats",
+    "frames",
+    "garbage",
+    "payloads",
+    "texts",
+]

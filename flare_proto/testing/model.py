@@ -71,21 +71,16 @@ from .._events import (
     MessageAcked,
 )
 from .._frames import (
-    ACK,
     CLOSE,
-    CONNECT,
-    CONNECT_ACK,
     DATA,
     ERROR,
     KICKED,
     PING,
-    PONG,
     SEND,
     CommandKind,
     ack_id,
     custom_frame,
     message_frame,
-    notification_frame,
     system_frame,
 )
 from .._ids import SequentialIds
@@ -94,7 +89,7 @@ from .._server import ServerConnection
 from .._state import ClientState, ServerState
 from .._types import Compression, Format
 from .loopback import Loopback
-from .strategies import garbage
+from .strategies import forged_frames, garbage
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -160,97 +155,9 @@ def _is_subsequence(needle: list[str], haystack: list[str]) -> bool:
 
 # -- strategies -------------------------------------------------------------------------
 
-_FORGED_KINDS = (
-    "send",
-    "ack",
-    "data",
-    "ping",
-    "pong",
-    "connect",
-    "connect_ack",
-    "close",
-    "error",
-    "kicked",
-    "custom",
-    "notification",
-    "empty",
-)
-
-
-def _forged_frame(kind: str, serial: int, code: str, number: int) -> Frame:
-    """A valid frame of ``kind`` with an id no connection of the model ever uses."""
-    ident = f"x-{serial}"
-    if kind in ("send", "ack", "data"):
-        message_kind = {"send": SEND, "ack": ACK, "data": DATA}[kind]
-        return message_frame(message_kind, message_id=ident, timestamp=1, payload=b"forged")
-    if kind == "custom":
-        return custom_frame("echo", message_id=ident, timestamp=1, data=b"{}")
-    if kind == "notification":
-        return notification_frame(number % 5, message_id=ident, timestamp=1, title="t")
-    if kind == "empty":
-        return Frame(message_id=ident)
-    system_kind = {
-        "ping": PING,
-        "pong": PONG,
-        "connect": CONNECT,
-        "connect_ack": CONNECT_ACK,
-        "close": CLOSE,
-        "error": ERROR,
-        "kicked": KICKED,
-    }[kind]
-    metadata: dict[str, str] = {}
-    if kind in ("close", "error"):
-        metadata["code"] = code
-    elif kind == "connect_ack":
-        metadata["compression"] = code
-    elif kind == "kicked":
-        metadata.update(_KICK_METADATA)
-    return system_frame(
-        system_kind,
-        message_id=ident,
-        timestamp=1,
-        message="forged",
-        metadata=metadata,
-        format=number % 3,
-    )
-
-
-_CODE_TEXT = st.one_of(
-    st.sampled_from([c.code for c in CloseCode]),
-    st.sampled_from(["", "nope", "gzip", "zstd", "none"]),
-)
-
-
-@st.composite
-def _mutated_frames(draw: st.DrawFn) -> bytes:
-    """Forged valid frames, encoded in either format (maybe compressed), maybe mutated."""
-    frame = _forged_frame(
-        draw(st.sampled_from(_FORGED_KINDS)),
-        draw(st.integers(0, 1_000)),
-        draw(_CODE_TEXT),
-        draw(st.integers(0, 5)),
-    )
-    data = encode_frame(
-        frame,
-        draw(st.sampled_from(list(Format))),
-        draw(st.sampled_from(list(Compression))),
-        CodecOptions(compress_min_bytes=0),
-    )
-    mutation = draw(st.sampled_from(["none", "flip", "truncate", "append", "insert"]))
-    if mutation == "none" or not data:
-        return data
-    at = draw(st.integers(0, len(data) - 1))
-    if mutation == "flip":
-        return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
-    if mutation == "truncate":
-        return data[:at]
-    extra = draw(st.binary(min_size=1, max_size=8))
-    return data + extra if mutation == "append" else data[:at] + extra + data[at:]
-
-
 _GARBAGE = st.one_of(
     garbage(),
-    _mutated_frames(),
+    forged_frames(),
     st.sampled_from([b"", b"{}", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff"]),
 )
 """Bytes to inject: :func:`~flare_proto.testing.strategies.garbage` (random bytes, magic

@@ -18,7 +18,24 @@ from typing import Any
 from hypothesis import strategies as st
 
 from .._codec import encode_frame
+from .._codes import CloseCode
 from .._config import CodecOptions
+from .._frames import (
+    ACK,
+    CLOSE,
+    CONNECT,
+    CONNECT_ACK,
+    DATA,
+    ERROR,
+    KICKED,
+    PING,
+    PONG,
+    SEND,
+    custom_frame,
+    message_frame,
+    notification_frame,
+    system_frame,
+)
 from .._pb.commands_pb2 import Command
 from .._pb.frame_pb2 import Frame
 from .._types import Compression, Format
@@ -26,6 +43,7 @@ from .._types import Compression, Format
 __all__ = [
     "commands",
     "compressions",
+    "forged_frames",
     "formats",
     "frames",
     "garbage",
@@ -182,3 +200,96 @@ def garbage() -> st.SearchStrategy[bytes]:
         texts(64).map(lambda t: ("{" + t).encode()),
         _mutated(),
     )
+
+
+# -- forged frames ------------------------------------------------------------------------
+
+_FORGED_KINDS = (
+    "send",
+    "ack",
+    "data",
+    "ping",
+    "pong",
+    "connect",
+    "connect_ack",
+    "close",
+    "error",
+    "kicked",
+    "custom",
+    "notification",
+    "empty",
+)
+
+
+def _forged_frame(kind: str, serial: int, code: str, number: int) -> Frame:
+    """A valid frame of ``kind`` with an id no connection of the model ever uses."""
+    ident = f"x-{serial}"
+    if kind in ("send", "ack", "data"):
+        message_kind = {"send": SEND, "ack": ACK, "data": DATA}[kind]
+        return message_frame(message_kind, message_id=ident, timestamp=1, payload=b"forged")
+    if kind == "custom":
+        return custom_frame("echo", message_id=ident, timestamp=1, data=b"{}")
+    if kind == "notification":
+        return notification_frame(number % 5, message_id=ident, timestamp=1, title="t")
+    if kind == "empty":
+        return Frame(message_id=ident)
+    system_kind = {
+        "ping": PING,
+        "pong": PONG,
+        "connect": CONNECT,
+        "connect_ack": CONNECT_ACK,
+        "close": CLOSE,
+        "error": ERROR,
+        "kicked": KICKED,
+    }[kind]
+    metadata: dict[str, str] = {}
+    if kind in ("close", "error"):
+        metadata["code"] = code
+    elif kind == "connect_ack":
+        metadata["compression"] = code
+    elif kind == "kicked":
+        metadata.update({"reason": "device_conflict", "platform": "IOS", "new_device_id": "x"})
+    return system_frame(
+        system_kind,
+        message_id=ident,
+        timestamp=1,
+        message="forged",
+        metadata=metadata,
+        format=number % 3,
+    )
+
+
+_CODE_TEXT = st.one_of(
+    st.sampled_from([c.code for c in CloseCode]),
+    st.sampled_from(["", "nope", "gzip", "zstd", "none"]),
+)
+
+
+@st.composite
+def forged_frames(draw: st.DrawFn) -> bytes:
+    """Valid frames of the kinds that matter to a connection (SEND, ACK, DATA, PING, PONG,
+    CONNECT, CONNECT_ACK, CLOSE/ERROR with table codes and others, KICKED, custom,
+    notification, no command), encoded in either format, maybe compressed, maybe damaged
+    (a flipped byte, truncated, bytes appended or inserted). Ids start with ``x-``."""
+    frame = _forged_frame(
+        draw(st.sampled_from(_FORGED_KINDS)),
+        draw(st.integers(0, 1_000)),
+        draw(_CODE_TEXT),
+        draw(st.integers(0, 5)),
+    )
+    data = encode_frame(
+        frame,
+        draw(st.sampled_from(list(Format))),
+        draw(st.sampled_from(list(Compression))),
+        CodecOptions(compress_min_bytes=0),
+    )
+    mutation = draw(st.sampled_from(["none", "flip", "truncate", "append", "insert"]))
+    if mutation == "none" or not data:
+        return data
+    at = draw(st.integers(0, len(data) - 1))
+    if mutation == "flip":
+        return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+    if mutation == "truncate":
+        return data[:at]
+    extra = draw(st.binary(min_size=1, max_size=8))
+    return data + extra if mutation == "append" else data[:at] + extra + data[at:]
