@@ -143,16 +143,18 @@ class QuicTransport:
 
     async def aclose(self, number: int | None, reason: str) -> None:
         """Close the QUIC connection with application error code ``number`` (0 when
-        ``None``) after waiting, at most ``close_timeout``, for what was sent to be
-        acknowledged (aioquic's close drops unsent stream data, and the last flare frames
-        matter). Idempotent, never raises."""
+        ``None``) once everything written has been put on the wire, waiting at most
+        ``close_timeout`` (aioquic's close drops stream data not yet sent, and the last
+        flare frames matter). It does not wait for the peer's acknowledgements: that costs
+        two delayed-ACK periods per close, and the close number carries the flare code
+        anyway. Idempotent, never raises."""
         if self._closing:
             return
         self._closing = True
         try:
             if not self._terminated:
                 with anyio.move_on_after(self._close_timeout):
-                    await self._wait(lambda: self._terminated or self._unacked() == 0)
+                    await self._wait(lambda: self._terminated or self._all_sent())
         except Exception:
             log.exception("draining QUIC connection %s failed", self.remote)
         finally:
@@ -290,6 +292,11 @@ class QuicTransport:
             deadline = anyio.current_time() + max(0.0, timer - now())
             if deadline < scope.deadline:
                 scope.deadline = deadline
+
+    def _all_sent(self) -> bool:
+        # ``buffer_is_empty``: aioquic's sender has no data left that was never transmitted.
+        stream = self._conn._streams.get(STREAM_ID)
+        return stream is None or bool(getattr(stream.sender, "buffer_is_empty", True))
 
     def _unacked(self) -> int:
         # aioquic has no public view of a stream's send buffer; its sender keeps every
