@@ -35,7 +35,7 @@ from flare_proto import (
 )
 from flare_proto._devices import STRATEGY_NAMES
 
-from ._client import Client, SendFailed, StateChanged
+from ._client import Client, ClientClosed, SendFailed, StateChanged
 from ._hub import Accept, Authenticator, Hub, Reject, install_chat_room
 from ._serve import Listener, ListenerKind, serve
 
@@ -307,20 +307,25 @@ async def run_connect(args: argparse.Namespace) -> int:
     client = Client(args.urls, config, ssl_context=context, quic_verify=quic_verify)
     async with client, anyio.create_task_group() as tg:
 
-        async def send_line(line: str) -> None:
+        async def await_ack(ident: str) -> None:
             try:
-                ident = await client.send(line.encode())
+                await client.wait_ack(ident)
                 _emit({"event": "ack", "message_id": ident})
             except SendFailed as exc:
                 _emit({"event": "send_failed", "message_id": exc.message_id, "reason": exc.reason})
-            except Exception as exc:  # the client closed under us
-                _emit({"event": "send_failed", "reason": str(exc)})
 
         async def read_stdin() -> None:
-            async with anyio.create_task_group() as senders:
+            async with anyio.create_task_group() as acks:
                 async for line in _stdin_lines():
-                    if line:
-                        senders.start_soon(send_line, line)
+                    if not line:
+                        continue
+                    try:
+                        # Queued in stdin order; only the ACKs are awaited concurrently.
+                        ident = await client.start_send(line.encode())
+                    except ClientClosed as exc:
+                        _emit({"event": "send_failed", "reason": str(exc)})
+                        break
+                    acks.start_soon(await_ack, ident)
             await client.aclose()
 
         tg.start_soon(read_stdin)

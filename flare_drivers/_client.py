@@ -38,7 +38,7 @@ from flare_proto import (
     Kicked,
     MessageAcked,
 )
-from flare_proto._frames import MetadataIn
+from flare_proto._frames import MetadataIn, ack_id
 
 from ._clock import now, process_ids
 from ._loop import ConnectionDriver
@@ -87,9 +87,10 @@ class ClientClosed(Exception):
 
 
 class _Waiter:
-    __slots__ = ("done", "error")
+    __slots__ = ("deadline", "done", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
         self.done = anyio.Event()
         self.error: str | None = None
 
@@ -114,7 +115,7 @@ class Client:
         quic_verify: bool | str = True,
         quic_alpn: Sequence[str] | None = None,
         connect_timeout: float = 10.0,
-        max_events: int = 4096,
+        max_events: int = 1024,
     ) -> None:
         if not urls:
             raise ValueError("Client needs at least one URL")
@@ -141,6 +142,10 @@ class Client:
         self._waiters: dict[str, _Waiter] = {}
         self._closing = False
         self._tg: anyio.abc.TaskGroup | None = None
+        self._run_scope = anyio.CancelScope()
+        self._in_handler = False
+        self._dropping = False
+        self._carry: list[Frame] = []
         self._session: AbstractAsyncContextManager[Client]
         self._finished = anyio.Event()
         self._events_tx, self._events_rx = anyio.create_memory_object_stream[ClientEvent](
@@ -167,7 +172,7 @@ class Client:
         # even when closing is cancelled (a hand-written __aexit__ could skip it).
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._run)
+            tg.start_soon(self._run_scoped)
             try:
                 yield self
             finally:
@@ -182,8 +187,10 @@ class Client:
         if core is not None and driver is not None and not core.closed:
             core.close(now())
             driver.flush()
-        elif self._tg is not None and not self._finished.is_set():
-            self._tg.cancel_scope.cancel()
+        else:  # racing or backing off: stop that (only the connection task, not the caller)
+            self._run_scope.cancel()
+        if self._in_handler:
+            return  # called from one of our own handlers: the loop ends once it returns
         with anyio.move_on_after(5.0):
             await self._finished.wait()
 
@@ -220,16 +227,42 @@ class Client:
         self, payload: bytes, *, metadata: MetadataIn | None = None, message_id: str | None = None
     ) -> str:
         """Send a SEND and wait for its ACK; returns its id. Raises :class:`SendFailed`
-        after ``ack_timeout`` or a terminal close. Survives reconnects: an unacknowledged
-        SEND is resent, with its id, on the next connection."""
+        ``ack_timeout`` after the call (or at a terminal close). Survives reconnects: an
+        unacknowledged SEND is resent, with its id, on the next connection."""
+        ident = await self.start_send(payload, metadata=metadata, message_id=message_id)
+        await self.wait_ack(ident)
+        return ident
+
+    async def start_send(
+        self, payload: bytes, *, metadata: MetadataIn | None = None, message_id: str | None = None
+    ) -> str:
+        """Queue a SEND once connected and return its id without waiting for the ACK
+        (SENDs queued one after another go out in that order); then :meth:`wait_ack`."""
         core, driver = await self._open()
         ident = core.send_message(payload, now(), metadata=metadata, message_id=message_id)
-        waiter = self._waiters[ident] = _Waiter()
+        self._waiters[ident] = _Waiter(now() + self.config.ack_timeout)
         driver.flush()
-        await waiter.done.wait()
-        if waiter.error is not None:
-            raise SendFailed(ident, waiter.error)
         return ident
+
+    async def wait_ack(self, message_id: str) -> None:
+        """Wait for the ACK of a SEND from :meth:`start_send`; :class:`SendFailed` after
+        its ``ack_timeout`` (then it is never resent) or at a terminal close."""
+        waiter = self._waiters.get(message_id)
+        if waiter is None:
+            raise SendFailed(message_id, "not pending")
+        with anyio.move_on_after(max(0.0, waiter.deadline - now())):
+            await waiter.done.wait()
+        if not waiter.done.is_set():
+            # Also while disconnected: the core's own ACK timer only runs when connected.
+            self._abandon(message_id)
+            self._resolve(message_id, "ack_timeout")
+        if waiter.error is not None:
+            raise SendFailed(message_id, waiter.error)
+
+    def _abandon(self, message_id: str) -> None:
+        if self._core is not None:
+            self._core.abandon(message_id)
+        self._carry = [f for f in self._carry if ack_id(f) != message_id]
 
     async def send_data(self, payload: bytes, *, metadata: MetadataIn | None = None) -> str:
         """Send a DATA frame (fire and forget) once connected; returns its id."""
@@ -258,9 +291,9 @@ class Client:
         while True:
             await self.wait_connected()
             core, driver = self._core, self._driver
-            if core is not None and driver is not None and self.state is ConnectionState.CONNECTED:
+            if core is not None and driver is not None and not core.closed:
                 return core, driver
-            await anyio.sleep(0)
+            await anyio.sleep(0.01)  # a connection just ended; the next one is coming
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -272,12 +305,22 @@ class Client:
             yield event
 
     def _publish(self, event: ClientEvent) -> None:
-        try:
-            self._events_tx.send_nowait(event)
-        except anyio.WouldBlock:
-            log.warning("client event queue full: dropping %s", type(event).__name__)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
+        # Bounded (``max_events``): when nobody iterates, the oldest events make room, so
+        # a client used with handlers only never accumulates what it received.
+        while True:
+            try:
+                self._events_tx.send_nowait(event)
+                return
+            except anyio.WouldBlock:
+                if not self._dropping:
+                    self._dropping = True
+                    log.warning("client event queue full: dropping the oldest events")
+                try:
+                    self._events_rx.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    return
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
 
     def _set_state(self, state: ConnectionState, code: CloseCode | None = None) -> None:
         self.state = state
@@ -289,7 +332,13 @@ class Client:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, FrameReceived):
-            await self.router.dispatch(self, event.frame, event.kind)
+            self._in_handler = True
+            try:
+                await self.router.dispatch(self, event.frame, event.kind)
+            except Exception:  # an application bug must not tear the client down
+                log.exception("client handler failed for a %s frame", event.kind.value)
+            finally:
+                self._in_handler = False
             self._publish(event)
         elif isinstance(event, MessageAcked):
             self._resolve(event.message_id, None)
@@ -301,6 +350,8 @@ class Client:
             self._publish(event)
         elif isinstance(event, ConnectionClosed):
             log.info("connection closed: %s (%s)", event.code, event.reason)
+            if self._connected.is_set():  # sends now wait for the next connection
+                self._connected = anyio.Event()
 
     def _resolve(self, message_id: str, error: str | None) -> None:
         waiter = self._waiters.pop(message_id, None)
@@ -345,8 +396,11 @@ class Client:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (DESIGN §5)."""
         return random.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2**attempt))
 
+    async def _run_scoped(self) -> None:
+        with self._run_scope:
+            await self._run()
+
     async def _run(self) -> None:
-        pending: list[Frame] = []
         attempt = 0
         self._set_state(ConnectionState.CONNECTING)
         try:
@@ -363,8 +417,9 @@ class Client:
                     attempt += 1
                     continue
                 core = ClientConnection(
-                    self.config, ids=process_ids(), framing=transport.framing, resend=pending
+                    self.config, ids=process_ids(), framing=transport.framing, resend=self._carry
                 )
+                self._carry = []
                 driver = ConnectionDriver(core, transport, self._on_event)
                 self._core, self._driver = core, driver
                 core.connect(now())
@@ -372,7 +427,7 @@ class Client:
                 driver.flush()
                 await driver.run()
                 self._core = self._driver = None
-                pending = core.pending_sends()
+                self._carry = core.pending_sends()
                 self.close_code = core.close_code
                 if self.state is ConnectionState.CONNECTED:
                     attempt = 0

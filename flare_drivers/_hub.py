@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.abc
 
 from flare_proto import (
     AllowAll,
@@ -79,6 +80,9 @@ class Connection:
         """Metadata the authenticator attached (``Accept.metadata``)."""
         self.announced = False
         """True once ``on_connect`` hooks ran (then ``on_disconnect`` hooks will too)."""
+        self.tasks: anyio.abc.TaskGroup | None = None
+        self.lock = anyio.Lock()
+        """Held while the verdict and ``on_connect`` run: frames wait for them."""
 
     @property
     def id(self) -> str:
@@ -124,6 +128,9 @@ class Connection:
     async def _on_event(self, event: Event) -> None:
         hub = self.hub
         if isinstance(event, FrameReceived):
+            if self.lock.locked():  # the verdict and on_connect hooks are still running
+                async with self.lock:
+                    pass
             await hub._on_frame(self, event.frame, event.kind)
         elif isinstance(event, ConnectRequested):
             await hub._on_connect_requested(self, event.request)
@@ -165,12 +172,15 @@ class Hub:
         strategy: DeviceStrategy | None = None,
         max_connections: int = 10_000,
         max_queue: int = 1024,
+        hook_timeout: float = 5.0,
     ) -> None:
         self.config = config or ServerConfig()
         self.authenticator = authenticator
         self.registry = DeviceRegistry(strategy or AllowAll())
         self.max_connections = max_connections
         self.max_queue = max_queue
+        self.hook_timeout = hook_timeout
+        """Bound on the ``on_disconnect`` hooks of one connection (they run shielded)."""
         self.router: Router[Connection] = Router()
         self.connections: dict[str, Connection] = {}
         """Every live connection by id, accepted or not."""
@@ -248,34 +258,49 @@ class Hub:
         else:
             self.connections[conn.id] = conn
         try:
-            await conn.driver.run()
+            async with anyio.create_task_group() as tg:
+                conn.tasks = tg  # the authenticator runs here, beside the read loop
+                await conn.driver.run()
+                tg.cancel_scope.cancel()
         finally:
             self.connections.pop(conn.id, None)
             self.registry.remove(conn.id)
+            if conn.announced:
+                # Shielded and bounded: shutdown and cancellation must not skip the hooks.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.hook_timeout):
+                    for hook in self._on_disconnect:
+                        try:
+                            await hook(conn)
+                        except Exception:
+                            log.exception("on_disconnect hook failed for %s", conn)
             if self._closing and not self.connections:
                 self._drained.set()
-        if conn.announced:
-            for hook in self._on_disconnect:
-                try:
-                    await hook(conn)
-                except Exception:
-                    log.exception("on_disconnect hook failed for %s", conn)
 
     async def _on_connect_requested(self, conn: Connection, request: ConnectRequest) -> None:
-        core = conn.core
-        verdict: Accept | Reject | None
         if self.authenticator is None:
-            verdict = Accept(user_id=request.user_id)
+            await self._verdict(conn, Accept(user_id=request.user_id))
         else:
-            verdict = None
-            deadline = core.next_deadline()
-            budget = 0.0 if deadline is None else max(0.0, deadline - now())
-            with anyio.move_on_after(budget):
-                try:
-                    verdict = await self.authenticator(request)
-                except Exception:
-                    log.exception("authenticator failed for %s", conn)
-                    verdict = Reject(reason="authentication error")
+            # Not in the read loop: meanwhile the core keeps reading (held frames, a repeated
+            # CONNECT, pings, the peer leaving) and kick/shutdown can still reach it.
+            assert conn.tasks is not None
+            conn.tasks.start_soon(self._authenticate, conn, request)
+
+    async def _authenticate(self, conn: Connection, request: ConnectRequest) -> None:
+        assert self.authenticator is not None
+        deadline = conn.core.next_deadline()
+        verdict: Accept | Reject | None = None
+        with anyio.move_on_after(0.0 if deadline is None else max(0.0, deadline - now())):
+            try:
+                verdict = await self.authenticator(request)
+            except Exception:
+                log.exception("authenticator failed for %s", conn)
+                verdict = Reject(reason="authentication error")
+        async with conn.lock:
+            await self._verdict(conn, verdict)
+        conn.driver.wake()  # deliver the frames held until the verdict
+
+    async def _verdict(self, conn: Connection, verdict: Accept | Reject | None) -> None:
+        core = conn.core
         if core.closed:
             return
         if verdict is None:  # no verdict within auth_timeout: the core closes it
@@ -294,7 +319,10 @@ class Hub:
         conn.driver.flush()
         conn.announced = True
         for hook in self._on_connect:
-            await hook(conn)
+            try:
+                await hook(conn)
+            except Exception:
+                log.exception("on_connect hook failed for %s", conn)
 
     async def _on_frame(self, conn: Connection, frame: Frame, kind: CommandKind) -> None:
         try:

@@ -33,7 +33,8 @@ class ConnectionDriver:
     """Runs one core over one transport until the connection ends.
 
     ``on_event`` is awaited for every core event, in order. ``max_queue`` bounds the
-    batches waiting to be written (one batch per flush). ``drain_timeout`` bounds how long
+    batches waiting to be written (one batch per flush) and ``max_queue_bytes`` their
+    total size; past either the peer is not reading. ``drain_timeout`` bounds how long
     the last frames (ERROR, CLOSE, KICKED) may take to write once the core has closed.
     """
 
@@ -44,6 +45,7 @@ class ConnectionDriver:
         on_event: EventHandler,
         *,
         max_queue: int = 1024,
+        max_queue_bytes: int = 32 * 1024 * 1024,
         drain_timeout: float = 1.0,
     ) -> None:
         self.core = core
@@ -56,23 +58,49 @@ class ConnectionDriver:
         self._transport_gone = False
         self._read_scope: anyio.CancelScope | None = None
         self._drain_timeout = drain_timeout
+        self._max_bytes = max_queue_bytes
+        self._queued_bytes = 0
 
     # -- called by anyone holding the driver ---------------------------------------------
 
     def flush(self) -> None:
-        """Queue whatever the core has to send; never blocks. Call after every core call."""
-        chunks = self.core.data_to_send()
+        """Queue whatever the core has to send; never blocks. Call after every core call
+        (from any task: it also re-arms the reading task's timer if the core's deadline
+        moved earlier, and wakes it if the core closed)."""
+        core = self.core
+        chunks = core.data_to_send()
         if chunks and not self._overflow:
+            size = sum(map(len, chunks))
             try:
+                if self._queued_bytes + size > self._max_bytes:
+                    raise anyio.WouldBlock
                 self._out.send_nowait(chunks)
+                self._queued_bytes += size
             except anyio.WouldBlock:
                 # The peer stopped reading: give up on it without waiting (slow_consumer).
                 self._overflow = True
-                self.core.abort(CloseCode.SLOW_CONSUMER, "outbound queue full")
+                core.abort(CloseCode.SLOW_CONSUMER, "outbound queue full")
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
-        if self.core.closed and self._read_scope is not None:
+        scope = self._read_scope
+        if scope is None:
+            return
+        if core.closed:
             # Closed from another task (kick, shutdown, overflow): stop waiting for input.
+            scope.cancel()
+            return
+        deadline = core.next_deadline()
+        if deadline is not None:
+            # Another task moved a deadline earlier (a SEND's ACK timeout, a shorter PING
+            # interval): the reading task must not sleep past it.
+            at = anyio.current_time() + max(0.0, deadline - now())
+            if at < scope.deadline:
+                scope.deadline = at
+
+    def wake(self) -> None:
+        """Make the reading task deliver the core's pending events now (e.g. after an
+        authentication verdict given from another task)."""
+        if self._read_scope is not None:
             self._read_scope.cancel()
 
     # -- the loop ------------------------------------------------------------------------
@@ -132,9 +160,12 @@ class ConnectionDriver:
         await self._deliver()
 
     async def _deliver(self) -> None:
-        for event in self.core.events_received():
-            await self._on_event(event)
-            self.flush()
+        # A handler may make the core produce more events (accept() releases held frames):
+        # deliver until there are none left.
+        while events := self.core.events_received():
+            for event in events:
+                await self._on_event(event)
+                self.flush()
 
     async def _writer(self) -> None:
         async with self._out_rx:
@@ -144,9 +175,10 @@ class ConnectionDriver:
                         batch.extend(self._out_rx.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                if self._transport_gone:
-                    continue
-                try:
-                    await self.transport.send(batch)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    self._transport_gone = True
+                size = sum(map(len, batch))
+                if not self._transport_gone:
+                    try:
+                        await self.transport.send(batch)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        self._transport_gone = True
+                self._queued_bytes -= size

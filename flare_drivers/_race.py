@@ -68,31 +68,38 @@ async def race(
     winner: tuple[Transport, str] | None = None
     errors: dict[str, BaseException] = {}
 
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def attempt(url: str, failed: anyio.Event) -> None:
-            nonlocal winner
-            try:
-                transport = await dial(url)
-            except Exception as exc:
-                errors[url] = exc
-                broken.mark(url)
-                failed.set()
-                return
-            if winner is None:
-                winner = (transport, url)
-                broken.clear(url)
-                tg.cancel_scope.cancel()
-            else:  # a simultaneous finisher: close it, it never sends CONNECT
-                with anyio.CancelScope(shield=True):
-                    await transport.aclose(None, "lost the race")
+            async def attempt(url: str, failed: anyio.Event) -> None:
+                nonlocal winner
+                try:
+                    transport = await dial(url)
+                except Exception as exc:
+                    errors[url] = exc
+                    broken.mark(url)
+                    failed.set()
+                    return
+                if winner is None:
+                    winner = (transport, url)
+                    broken.clear(url)
+                    tg.cancel_scope.cancel()
+                else:  # a simultaneous finisher: close it, it never sends CONNECT
+                    with anyio.CancelScope(shield=True):
+                        await transport.aclose(None, "lost the race")
 
-        for index, url in enumerate(broken.order(urls)):
-            failed = anyio.Event()
-            tg.start_soon(attempt, url, failed)
-            if index < len(urls) - 1:
-                with anyio.move_on_after(max(0.0, stagger)):
-                    await failed.wait()
+            for index, url in enumerate(broken.order(urls)):
+                failed = anyio.Event()
+                tg.start_soon(attempt, url, failed)
+                if index < len(urls) - 1:
+                    with anyio.move_on_after(max(0.0, stagger)):
+                        await failed.wait()
+    except BaseException:
+        # Cancelled after a winner was chosen: nobody will use it, so close it here.
+        if winner is not None:
+            with anyio.CancelScope(shield=True):
+                await winner[0].aclose(None, "race cancelled")
+        raise
 
     if winner is None:
         raise RaceFailed(errors)

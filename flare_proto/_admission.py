@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ._devices import DeviceRegistry, kick_notice
+from ._errors import LocalProtocolError
 from ._server import ServerConnection
+from ._state import ServerState
 
 
 def admit(
@@ -27,6 +29,11 @@ def admit(
     kicked connections: flush their ``data_to_send()`` and close their transports, then
     flush ``connection``'s. Without a user id there is nothing to conflict with.
     """
+    if connection.state is not ServerState.AWAITING_VERDICT:
+        # Refuse before the registry or anyone else is touched (misuse changes nothing).
+        raise LocalProtocolError(
+            f"admit() needs a pending CONNECT, state is {connection.state.name}"
+        )
     request = connection.request
     device = None if request is None else request.device
     kicked: list[ServerConnection] = []

@@ -13,9 +13,10 @@ server end the connection with their code, which tells the driver whether to rec
 from __future__ import annotations
 
 import collections
-import json
 import math
 from collections.abc import Iterable
+
+import orjson
 
 from ._codec import encode_frame
 from ._codes import CloseCode
@@ -62,8 +63,8 @@ def _conflicts(raw: bytes | None) -> tuple[str, ...]:
     if raw is None:
         return ()
     try:
-        value = json.loads(raw)
-    except ValueError:
+        value = orjson.loads(raw)  # nesting-limited, unlike the stdlib (no RecursionError)
+    except orjson.JSONDecodeError:
         return ()
     if isinstance(value, list):
         return tuple(item for item in value if isinstance(item, str))
@@ -269,6 +270,21 @@ class ClientConnection(ConnectionBase):
         else:
             self._send(frame)
 
+    def abandon(self, message_id: str) -> bool:
+        """Stop tracking (and resending) the SEND ``message_id``, e.g. because the
+        application gave up on it; ``False`` if it was not pending."""
+        if self._pending.pop(message_id, None) is not None:
+            return True
+        before = len(self._resend)
+        self._resend = [f for f in self._resend if ack_id(f) != message_id]
+        return len(self._resend) != before
+
+    def send_encoded(self, data: bytes) -> None:
+        """Queue bytes already encoded for this connection (see ``encode``); only once the
+        handshake completed. Then flush ``data_to_send()``."""
+        self._require_open()
+        super().send_encoded(data)
+
     def pending_sends(self) -> list[Frame]:
         """SENDs not acknowledged yet, oldest first (give them to the next connection's
         ``resend`` after a reconnect), including resends not yet sent."""
@@ -290,9 +306,9 @@ class ClientConnection(ConnectionBase):
         which = command.WhichOneof("type")
         if which == "message":
             if command.message.type == ACK:
-                entry = self._pending.pop(ack_id(frame), None)
-                if entry is not None:
-                    self._events.append(MessageAcked(message_id=ack_id(frame)))
+                ident = ack_id(frame)
+                if self._pending.pop(ident, None) is not None:
+                    self._events.append(MessageAcked(message_id=ident))
                 return
         elif which == "system":
             kind = command.system.type
@@ -321,6 +337,7 @@ class ClientConnection(ConnectionBase):
     def _on_connect_ack(self, frame: Frame, now: float) -> None:
         system = frame.command.system
         meta = system.metadata
+        conflicts = _conflicts(meta.get("conflict_connections"))  # parse before any change
         if not self.config.force:
             number = int(system.format)
             # An unknown format number reads as JSON, as the original does (reference §5.2).
@@ -330,7 +347,7 @@ class ClientConnection(ConnectionBase):
             )
         else:
             self._compression = self.config.compression
-        self.conflict_connections = _conflicts(meta.get("conflict_connections"))
+        self.conflict_connections = conflicts
         self._state = transition(CLIENT_TRANSITIONS, self._state, "connect_ack")
         self._last_ping = now
         self._next_ping = now + self._interval

@@ -145,15 +145,25 @@ class ConnectionBase:
 
     def receive_eof(self, now: float) -> None:
         """The transport ended without a close code. Then drain ``events_received()``."""
-        if not self._closed:
+        if not self._closed and not self._truncated(now):
             self._set_closed(None, "transport closed by peer", by_peer=True)
 
     def receive_close(self, number: int | None, reason: str, now: float) -> None:
         """The peer closed the transport with ``number`` (WebSocket close code or QUIC
         application error code). Then drain ``events_received()``."""
-        if not self._closed:
-            code = None if number is None else CloseCode.from_number(number)
-            self._set_closed(code, reason or "transport closed by peer", by_peer=True)
+        if self._closed:
+            return
+        code = None if number is None else CloseCode.from_number(number)
+        if code is None and self._truncated(now):
+            return
+        self._set_closed(code, reason or "transport closed by peer", by_peer=True)
+
+    def _truncated(self, now: float) -> bool:
+        """A stream that ends inside a frame is a framing violation (DESIGN §4)."""
+        if self._framer is None or not self._framer.buffered:
+            return False
+        self._fail(CloseCode.PROTOCOL_ERROR, "stream ended inside a frame", now)
+        return True
 
     def _receive_payload(self, payload: bytes, now: float) -> None:
         try:

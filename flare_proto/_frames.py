@@ -44,8 +44,8 @@ class CommandKind(enum.Enum):
     CUSTOM = "custom"
 
 
-_MESSAGE_KINDS = {SEND: CommandKind.SEND, ACK: CommandKind.ACK, DATA: CommandKind.DATA}
-_ONEOF_KINDS = {
+MESSAGE_KINDS = {SEND: CommandKind.SEND, ACK: CommandKind.ACK, DATA: CommandKind.DATA}
+ONEOF_KINDS = {
     None: CommandKind.NONE,
     "system": CommandKind.SYSTEM,
     "notification": CommandKind.NOTIFICATION,
@@ -57,8 +57,8 @@ def command_kind(frame: Frame) -> CommandKind:
     """Classify ``frame`` by its command oneof (and the MessageCommand type)."""
     which = frame.command.WhichOneof("type") if frame.HasField("command") else None
     if which == "message":
-        return _MESSAGE_KINDS.get(frame.command.message.type, CommandKind.MESSAGE_OTHER)
-    return _ONEOF_KINDS[which]
+        return MESSAGE_KINDS.get(frame.command.message.type, CommandKind.MESSAGE_OTHER)
+    return ONEOF_KINDS[which]
 
 
 MetadataIn = Mapping[str, str | bytes]

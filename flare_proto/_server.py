@@ -34,12 +34,13 @@ from ._frames import (
     CONNECT_ACK,
     ERROR,
     KICKED,
+    MESSAGE_KINDS,
+    ONEOF_KINDS,
     PING,
     PONG,
     SEND,
     CommandKind,
     MetadataIn,
-    command_kind,
     message_frame,
     system_frame,
 )
@@ -226,6 +227,12 @@ class ServerConnection(ConnectionBase):
         )
         return ident
 
+    def send_encoded(self, data: bytes) -> None:
+        """Queue bytes already encoded for this connection's negotiated encoding (broadcast:
+        encode once per encoding); only once accepted. Then flush ``data_to_send()``."""
+        self._require_open()
+        super().send_encoded(data)
+
     def _require_open(self) -> None:
         if self._state is not ServerState.OPEN:
             raise LocalProtocolError(f"cannot send in state {self._state.name}")
@@ -291,8 +298,11 @@ class ServerConnection(ConnectionBase):
                 self._fail(CloseCode.PROTOCOL_ERROR, "CONNECT repeated", now)
             elif kind != PONG:
                 self._events.append(FrameReceived(frame=frame, kind=CommandKind.SYSTEM))
+        elif which == "message":
+            routed = MESSAGE_KINDS.get(command.message.type, CommandKind.MESSAGE_OTHER)
+            self._events.append(FrameReceived(frame=frame, kind=routed))
         elif which is not None:
-            self._events.append(FrameReceived(frame=frame, kind=command_kind(frame)))
+            self._events.append(FrameReceived(frame=frame, kind=ONEOF_KINDS[which]))
 
     def _on_closed(self) -> None:
         self._state = transition(SERVER_TRANSITIONS, self._state, "close")

@@ -199,15 +199,15 @@ async def test_race_hanging_first_transport_next_starts_after_stagger() -> None:
             tg.start_soon(listener.serve, hang)
             port = listener.extra(anyio.abc.SocketAttribute.local_port)
             client = Client(
-                [f"ws://127.0.0.1:{port}", url(bound, "ws")], connect_timeout=5.0, **FAST
+                # The hanging attempt would only give up after 60 s; the whole test is
+                # bounded by 10 s, so connecting at all proves the next attempt started
+                # after the stagger, not after the first one's timeout.
+                [f"ws://127.0.0.1:{port}", url(bound, "ws")], connect_timeout=60.0, **FAST
             )
-            started = anyio.current_time()
             async with client:
                 await client.wait_connected()
-                elapsed = anyio.current_time() - started
                 assert client.url == url(bound, "ws")
                 assert hang_sockets  # the first attempt really started and hung
-                assert elapsed < 2.5  # well before its 5 s connect timeout
             tg.cancel_scope.cancel()
 
 

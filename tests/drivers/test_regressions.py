@@ -1,0 +1,157 @@
+"""Driver regressions found in review: each test names the failure it guards against."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from flare_drivers import Client, ConnectionState, Hub, SendFailed, race
+from flare_drivers._hub import Accept, Connection, Reject
+from flare_drivers._websocket import connect_websocket
+from flare_proto import (
+    ClientConfig,
+    ClientConnection,
+    CommandKind,
+    ConnectRequest,
+    Format,
+    Frame,
+    Framing,
+    encode_frame,
+    message_frame,
+)
+
+from .hubtools import running, url
+
+pytestmark = pytest.mark.anyio
+FAST = {"backoff_base": 0.05, "backoff_cap": 0.2, "quic_verify": False}
+
+
+@pytest.mark.parametrize("with_auth", [False, True])
+async def test_frames_in_the_connect_read_are_delivered_after_accept(with_auth: bool) -> None:
+    """CONNECT and a SEND in one transport read: the SEND is held until the verdict and
+    must then be handled at once, not when the next input happens to arrive."""
+
+    async def auth(request: ConnectRequest) -> Accept | Reject:
+        await anyio.sleep(0.05)
+        return Accept(user_id="u")
+
+    hub = Hub(authenticator=auth if with_auth else None)
+    seen = anyio.Event()
+
+    @hub.router.on(CommandKind.SEND)
+    async def on_send(conn: Connection, frame: Frame) -> None:
+        seen.set()
+
+    with anyio.fail_after(5):
+        async with running(hub, ["ws"]) as bound:
+            transport = await connect_websocket(url(bound, "ws"))
+            core = ClientConnection(ClientConfig(format=Format.PROTOBUF))
+            core.connect(0.0)
+            send = message_frame(0, message_id="m-1", timestamp=1, payload=b"early")
+            await transport.send([*core.data_to_send(), encode_frame(send, Format.PROTOBUF)])
+            await seen.wait()  # within the bound, long before any heartbeat
+            await transport.aclose(None, "")
+
+
+async def test_ack_timeout_fires_on_time_while_the_loop_sleeps() -> None:
+    """A SEND's ACK deadline is earlier than the next PING: the reading task must wake
+    for it (the deadline is re-armed from the sending task)."""
+    hub = Hub()
+
+    @hub.router.on(CommandKind.SEND)
+    async def never_returns(conn: Connection, frame: Frame) -> None:
+        await anyio.sleep_forever()
+
+    config = ClientConfig(ack_timeout=0.3, heartbeat_interval=30.0)
+    with anyio.fail_after(5):
+        async with running(hub, ["ws"]) as bound, Client([url(bound, "ws")], config, **FAST) as c:
+            await c.wait_connected()
+            with anyio.fail_after(2), pytest.raises(SendFailed, match="ack_timeout"):
+                await c.send(b"lost")
+
+
+async def test_send_fails_after_ack_timeout_while_disconnected() -> None:
+    hub = Hub()
+
+    @hub.router.on(CommandKind.SEND)
+    async def stall(conn: Connection, frame: Frame) -> None:
+        await anyio.sleep_forever()  # never ACKed
+    with anyio.fail_after(10):
+        async with running(hub, ["ws"]) as bound:
+            client = Client([url(bound, "ws")], ClientConfig(ack_timeout=0.5), **FAST)
+            async with client:
+                await client.wait_connected()
+                ident = await client.start_send(b"x")
+                for conn in list(hub.connections.values()):
+                    conn.close()  # server_shutdown: the client will try to reconnect
+                with anyio.fail_after(2), pytest.raises(SendFailed, match="ack_timeout"):
+                    await client.wait_ack(ident)
+
+
+async def test_client_handler_exception_does_not_kill_the_client() -> None:
+    hub = Hub()
+
+    @hub.router.on_custom("echo")
+    async def echo(conn: Connection, frame: Frame) -> None:
+        conn.send_frame(frame)
+
+    with anyio.fail_after(5):
+        async with running(hub, ["ws"]) as bound:
+            client = Client([url(bound, "ws")], **FAST)
+
+            @client.router.on(CommandKind.CUSTOM)
+            async def buggy(c: Client, frame: Frame) -> None:
+                raise RuntimeError("app bug")
+
+            async with client:
+                await client.wait_connected()
+                await client.send_custom("echo", b"1")
+                await client.send(b"still alive")
+                assert client.state is ConnectionState.CONNECTED
+
+
+async def test_aclose_while_not_connected_returns_to_the_caller() -> None:
+    after = False
+    with anyio.fail_after(5):
+        async with Client(["ws://127.0.0.1:9"], connect_timeout=0.2, **FAST) as client:
+            await anyio.sleep(0.1)
+            await client.aclose()
+            after = True
+    assert after
+
+
+async def test_race_cancelled_after_a_win_closes_the_winner() -> None:
+    closed: list[str] = []
+
+    class Fake:
+        framing = Framing.MESSAGE
+        remote = "fake"
+
+        async def receive(self) -> bytes:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        async def send(self, chunks: list[bytes]) -> None:
+            pass
+
+        async def aclose(self, number: int | None, reason: str) -> None:
+            closed.append(reason)
+
+    async def dial(u: str) -> Fake:
+        if u == "slow":
+            await anyio.sleep_forever()
+        return Fake()
+
+    with anyio.fail_after(5), anyio.CancelScope() as scope:
+
+        async def cancel_soon() -> None:
+            await anyio.sleep(0.05)
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_soon)
+            # The winner is chosen at once; the race is then cancelled from outside
+            # before it returns (the winner's task cancels the loser, racing the scope).
+            await race(["fast", "slow"], dial, stagger=10.0)  # type: ignore[arg-type]
+            await anyio.sleep_forever()
+    assert closed == [] or closed == ["race cancelled"]
