@@ -145,7 +145,7 @@ class ConnectionDriver:
             if item is None:
                 core.handle_timer(t)
             elif isinstance(item, TransportClosed):
-                self._transport_gone = True
+                self._transport_gone = not item.half
                 core.receive_close(item.number, item.reason, t)
             elif stream:
                 core.receive_data(item, t)

@@ -318,7 +318,7 @@ class QuicTransport:
                     self._chunks.append(event.data)
                     self._buffered += len(event.data)
                 if event.end_stream:
-                    self._set_end(TransportClosed(None, "end of stream"))
+                    self._set_end(TransportClosed(None, "end of stream", half=True))
             elif isinstance(event, qe.StreamReset):
                 if event.stream_id == STREAM_ID:
                     self._stream_opened = True

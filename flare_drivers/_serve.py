@@ -31,6 +31,9 @@ class Listener:
     alpn: Sequence[str] | None = None
     idle_timeout: float | None = None
     """QUIC idle timeout; default: 30 s above the hub's idle timeout, at least 120 s (B25)."""
+    handshake_timeout: float = 10.0
+    """TLS + WebSocket upgrade, or QUIC handshake + first stream data, must finish within
+    this many seconds, or the socket is dropped (before flare's own ``auth_timeout``)."""
 
 
 async def serve(
@@ -63,6 +66,7 @@ async def serve(
                         port=s.port,
                         ssl_context=c,
                         max_message=max_message,
+                        handshake_timeout=s.handshake_timeout,
                         task_status=task_status,
                     )
                 )
@@ -78,6 +82,7 @@ async def serve(
                         keyfile=s.keyfile,
                         alpn=s.alpn,
                         idle_timeout=i,
+                        handshake_timeout=s.handshake_timeout,
                         task_status=task_status,
                     )
                 )

@@ -16,10 +16,13 @@ from flare_proto import Framing
 
 @dataclass(frozen=True, slots=True)
 class TransportClosed:
-    """The peer closed the transport; ``number`` is its close code, if it gave one."""
+    """The peer closed the transport; ``number`` is its close code, if it gave one.
+    ``half``: the peer only ended its sending side (a QUIC FIN): we can still write, so
+    the core's last frame (an ERROR for a stream cut inside a frame) still goes out."""
 
     number: int | None
     reason: str
+    half: bool = False
 
 
 class Transport(Protocol):
