@@ -35,11 +35,29 @@ _NONE = Compression.NONE
 _NOT_PROTOBUF = frozenset({0x7B, 0x1F, 0x28})
 
 
+def _protobuf(frame: Frame) -> bytes:
+    data: bytes = frame.SerializeToString()
+    if data and data[0] in _NOT_PROTOBUF:
+        return _without_unknown_fields(frame)
+    return data
+
+
+def _without_unknown_fields(frame: Frame) -> bytes:
+    """Only unknown fields (kept by upb from a received frame) can come first in the
+    serialization and look like a JSON or compression magic, which no receiver could then
+    decode. Drop them, as the original's prost does, on this rare path only: discarding
+    on every decode would cost half of ``FromString``."""
+    clean = Frame()
+    clean.CopyFrom(frame)
+    clean.DiscardUnknownFields()
+    data: bytes = clean.SerializeToString()
+    return data
+
+
 def serialize(frame: Frame, fmt: Format) -> bytes:
     """``frame`` as protobuf bytes or serde-shape JSON bytes, uncompressed."""
     if fmt is _PROTOBUF:
-        data: bytes = frame.SerializeToString()
-        return data
+        return _protobuf(frame)
     if fmt is _JSON:
         return frame_to_json(frame)
     raise LocalProtocolError(f"unknown format {fmt!r}")
@@ -59,6 +77,8 @@ def encode_frame(
     data: bytes
     if fmt is _PROTOBUF:
         data = frame.SerializeToString()
+        if data and data[0] in _NOT_PROTOBUF:
+            data = _without_unknown_fields(frame)
     elif fmt is _JSON:
         data = frame_to_json(frame)
     else:
