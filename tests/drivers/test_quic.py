@@ -231,7 +231,7 @@ async def test_fin_is_end_of_stream(cert: CertifiedKey) -> None:
             await transport.transmit()
             await done.wait()
             await transport.aclose(None, "done")
-    assert seen == [b"bye", TransportClosed(None, "end of stream")]
+    assert seen == [b"bye", TransportClosed(None, "end of stream", half=True)]
 
 
 async def test_send_waits_while_much_is_unacknowledged(cert: CertifiedKey) -> None:
