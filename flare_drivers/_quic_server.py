@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -120,6 +121,7 @@ async def serve_quic(
         idle_timeout=idle_timeout,
     )
     sock = await anyio.create_udp_socket(local_host=host, local_port=port)
+    _grow_receive_buffer(sock)
     # The socket outlives the task group: closing connections on cancellation still sends.
     async with sock, anyio.create_task_group() as tg:
         listener = _Listener(sock, tg, config, handler, handshake_timeout, max_connections)
@@ -305,3 +307,18 @@ async def _refuse(
     )
     for datagram, to in conn.datagrams_to_send(t):
         await send(datagram, to)
+
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def _grow_receive_buffer(sock: anyio.abc.UDPSocket) -> None:
+    """Every QUIC connection shares this one socket: with the default ~208 KiB buffer the
+    kernel drops datagrams whenever the server stalls briefly (a GC pause, a broadcast
+    burst), and QUIC's loss recovery then adds seconds of tail latency (benchmarks/soak.py).
+    Best effort: the kernel caps it at ``net.core.rmem_max``."""
+    raw = sock.extra(anyio.abc.SocketAttribute.raw_socket)
+    try:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    except OSError as exc:
+        log.debug("could not grow the QUIC receive buffer: %r", exc)
