@@ -141,7 +141,6 @@ class Client:
         self._connected = anyio.Event()
         self._waiters: dict[str, _Waiter] = {}
         self._closing = False
-        self._tg: anyio.abc.TaskGroup | None = None
         self._run_scope = anyio.CancelScope()
         self._in_handler = False
         self._dropping = False
@@ -171,7 +170,6 @@ class Client:
         # The task group lives in one generator frame, so its scope always exits in order
         # even when closing is cancelled (a hand-written __aexit__ could skip it).
         async with anyio.create_task_group() as tg:
-            self._tg = tg
             tg.start_soon(self._run_scoped)
             try:
                 yield self

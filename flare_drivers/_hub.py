@@ -211,8 +211,9 @@ class Hub:
 
     def send_to_user(self, user_id: str, frame: Frame) -> int:
         """Send ``frame`` to every accepted connection of ``user_id``; returns how many."""
-        targets = [c for c in self.accepted() if c.user_id == user_id]
-        return self.broadcast(frame, targets)
+        # The device registry already indexes accepted connections by user.
+        found = (self.connections.get(ident) for ident, _ in self.registry.devices_of(user_id))
+        return self.broadcast(frame, [c for c in found if c is not None])
 
     def broadcast(
         self, frame: Frame, targets: list[Connection] | None = None, *, exclude: str | None = None
