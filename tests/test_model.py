@@ -48,3 +48,34 @@ def test_model_catches_a_planted_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(ModelViolation, match="before accept"):
         run_model(quick)
+
+
+def test_cut_stream_with_a_partial_frame_is_not_a_disagreement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by CI: garbage leaves a partial length prefix on the server, then the client's
+    transport ends. The server closes with ``protocol_error`` (stream ended inside a frame)
+    that can no longer reach the client; the model must not call that a disagreement."""
+    from flare_proto import CloseCode, Compression, Format, Framing
+    from flare_proto.testing import model
+
+    monkeypatch.setattr(model, "event", lambda _: None)
+    state = ConnectionPairModel()
+    state.setup(
+        framing=Framing.STREAM,
+        fmt=Format.PROTOBUF,
+        compression=Compression.NONE,
+        force=False,
+        compress_min=0,
+        prefer="client",
+        max_frame=10485760,
+        max_held=2,
+        prompt_acks=True,
+        start="accept",
+    )
+    state.client_send(sends=[("send", b"", None)])
+    state.inject_garbage(data=b"\x00", prefixed=False, to_server=True)
+    state.disconnect(code=CloseCode.AUTH_FAILED, how="eof", number=None, to_server=False)
+    state.events_are_consistent()
+    assert state.pair.server.closed
+    state.teardown()

@@ -137,6 +137,9 @@ class _Connection:
     rejected: bool = False
     injected_to_server: bool = False
     injected_to_client: bool = False
+    transport_cut: bool = False
+    """One side's transport was ended under it: the other side may close with a code
+    (e.g. a stream cut inside a frame) that can no longer reach the first."""
     unacked: list[str] = field(default_factory=list)
     """SEND ids the server application received and has not ACKed yet."""
     server_cursor: int = 0
@@ -611,6 +614,7 @@ class ConnectionPairModel(RuleBasedStateMachine):
         client, server, now = pair.client, pair.server, pair.now
         if how in ("eof", "transport_close"):
             side: ConnectionBase = server if to_server else client
+            self.conn.transport_cut = True
             if how == "eof":
                 self._guard("receive_eof", lambda: side.receive_eof(now))
             else:
@@ -665,6 +669,7 @@ class ConnectionPairModel(RuleBasedStateMachine):
         """The network drops an open connection; the client reconnects at once."""
         pair = self.pair
         side: ConnectionBase = pair.server if to_server else pair.client
+        self.conn.transport_cut = True
         self._guard("receive_eof", lambda: side.receive_eof(pair.now))
         self._settle()
         self.reconnect("accept")
@@ -899,7 +904,7 @@ class ConnectionPairModel(RuleBasedStateMachine):
                 ok = ok or system.type == KICKED
             if not ok:
                 raise ModelViolation(f"server {index}: closed {server.code} after {last}")
-        if server is None or client is None or conn.injected_to_client:
+        if server is None or client is None or conn.injected_to_client or conn.transport_cut:
             return
         if server.by_peer != client.by_peer and server.code is not client.code:
             raise ModelViolation(f"connection {index}: server closed {server}, client {client}")
