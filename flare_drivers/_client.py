@@ -11,6 +11,7 @@ and flush its driver; ``send`` then waits for the ACK event of its id.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import random
@@ -422,7 +423,12 @@ class Client:
                 self._core, self._driver = core, driver
                 core.connect(now())
                 self._set_state(ConnectionState.NEGOTIATING)
-                driver.flush()
+                # CONNECT goes out from this task, before the driver's writer task exists:
+                # one event-loop turn less on every handshake.
+                with contextlib.suppress(
+                    anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+                ):
+                    await transport.send(core.data_to_send())  # a failure: the read ends
                 await driver.run()
                 self._core = self._driver = None
                 self._carry = core.pending_sends()
