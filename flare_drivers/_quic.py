@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,64 @@ STREAM_ID = 0
 
 Datagram = tuple[bytes, NetworkAddress]
 DatagramSource = Callable[[], Awaitable[list[Datagram]]]
-DatagramSink = Callable[[bytes, NetworkAddress], Awaitable[None]]
+DatagramSink = Callable[[bytes, NetworkAddress], None]
+"""Writes one datagram now, never blocking (a full socket buffer is loss, as on a wire)."""
+
+
+_wait_readable = getattr(anyio, "wait_readable", None) or anyio.wait_socket_readable
+_notify_closing: Callable[[socket.socket], None] | None = getattr(anyio, "notify_closing", None)
+_MAX_DATAGRAM = 65536
+
+
+class DatagramSocket:
+    """A non-blocking UDP socket used directly, not through anyio's UDP sockets: those
+    cost a scheduling round trip per datagram each way, more than aioquic's own work on
+    it. :meth:`receive` waits until the socket is readable, then takes every datagram
+    already queued (up to ``batch``), so one pump step handles them all and answers them
+    with one transmit; :meth:`send` writes at once and never blocks (a full socket buffer
+    is loss, which QUIC recovers from, as it would on a wire)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.raw = sock
+        self.closed = False
+
+    async def receive(self, batch: int = 64) -> list[Datagram]:
+        """At least one datagram (with its sender's address), at most ``batch``.
+        Cancel-safe: nothing is taken from the socket before the wait is over. Raises
+        ``anyio.ClosedResourceError`` once closed and ``OSError`` for a socket error
+        (an ICMP refusal on a connected socket)."""
+        raw = self.raw
+        while True:
+            if self.closed:
+                raise anyio.ClosedResourceError
+            await _wait_readable(raw)
+            datagrams: list[Datagram] = []
+            try:
+                while len(datagrams) < batch:
+                    datagrams.append(raw.recvfrom(_MAX_DATAGRAM))
+            except BlockingIOError:
+                pass
+            if datagrams:
+                return datagrams
+
+    def send(self, data: bytes, addr: NetworkAddress | None = None) -> None:
+        """Write one datagram now (to ``addr``, or to the connected peer)."""
+        try:
+            if addr is None:
+                self.raw.send(data)
+            else:
+                self.raw.sendto(data, addr)
+        except BlockingIOError:
+            pass  # the socket buffer is full: loss (class docstring)
+
+    def close(self) -> None:
+        """Close the socket, waking a task waiting in :meth:`receive`. Idempotent."""
+        if not self.closed:
+            self.closed = True
+            if _notify_closing is not None:
+                _notify_closing(self.raw)
+            self.raw.close()
 
 
 class QuicTransport:
@@ -133,7 +191,7 @@ class QuicTransport:
                 self._conn.send_stream_data(STREAM_ID, data)
             except (ValueError, RuntimeError) as exc:  # stream finished or reset
                 raise anyio.BrokenResourceError from exc
-            await self._transmit()
+            self._transmit()
             self._rearm()
         await self._wait(
             lambda: self._terminated or self._closing or self._unacked() <= self._send_buffer
@@ -173,7 +231,7 @@ class QuicTransport:
         try:
             if not self._terminated:
                 self._conn.close(error_code=number or 0, reason_phrase=reason)
-                await self._transmit()
+                self._transmit()
                 self._rearm()
             if self._on_closed is not None:
                 self._terminated = True
@@ -223,7 +281,7 @@ class QuicTransport:
 
     async def transmit(self) -> None:
         """Send whatever aioquic has to send now."""
-        await self._transmit()
+        self._transmit()
         self._rearm()
 
     # -- the pump ---------------------------------------------------------------------------
@@ -265,9 +323,13 @@ class QuicTransport:
                         break  # the reader is behind: let the peer resend later
                     conn.receive_datagram(data, addr, t)
             self._process_events()
-            with anyio.CancelScope(shield=True):
-                await self._transmit()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream) as exc:
+            self._transmit()
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            OSError,  # the socket's own error (an ICMP refusal)
+        ) as exc:
             self._fail(exc.__cause__ or exc)
         except Exception as exc:  # an aioquic bug must not take the server down
             log.exception("QUIC connection %s failed", self.remote)
@@ -277,10 +339,13 @@ class QuicTransport:
             self._pump_scope = None
             self._notify()
 
-    async def _transmit(self) -> None:
+    def _transmit(self) -> None:
+        # Synchronous: the sink writes each datagram straight to the socket, so sending
+        # costs no scheduling round trip per datagram and cannot be cut by a cancellation.
+        sink = self._sink
         try:
             for data, addr in self._conn.datagrams_to_send(now()):
-                await self._sink(data, addr)
+                sink(data, addr)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             self._fail(exc.__cause__ or exc)
 
@@ -386,4 +451,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["QuicTransport", "connect_quic", "serve_quic"]
+__all__ = ["DatagramSocket", "QuicTransport", "connect_quic", "serve_quic"]

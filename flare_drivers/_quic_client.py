@@ -9,6 +9,7 @@ tasks that wait on it run its pump.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress, QuicConnection
 
 from ._clock import now
-from ._quic import Datagram, QuicTransport, format_address
+from ._quic import Datagram, DatagramSocket, QuicTransport, format_address
 
 DEFAULT_PORT = 8081
 """Port of a ``quic://`` URL without one: flare's QUIC port (reference §4.5, DESIGN §7)."""
@@ -89,16 +90,15 @@ async def connect_quic(
     config = client_configuration(
         host, verify=verify, alpn=alpn, idle_timeout=idle_timeout, server_name=server_name
     )
-    sock: anyio.abc.ConnectedUDPSocket | None = None
+    sock: DatagramSocket | None = None
     transport: QuicTransport | None = None
     try:
         with anyio.move_on_after(connect_timeout) as scope:
             try:
-                sock = await anyio.create_connected_udp_socket(host, port)
+                sock, remote = await _connected_socket(host, port)
             except OSError as exc:
                 raise ConnectionError(f"cannot reach {url}: {exc}") from exc
-            transport = _client_transport(sock, config)
-            remote = sock.extra(anyio.abc.SocketAttribute.remote_address)
+            transport = _client_transport(sock, remote, config)
             transport.connection.connect(remote, now())
             await transport.transmit()
             await transport.wait_until(lambda: transport is not None and transport.handshake_done)
@@ -117,30 +117,48 @@ async def connect_quic(
             if transport is not None:
                 await transport.close_now(None, "connect failed")
             elif sock is not None:
-                await sock.aclose()
+                sock.close()
         raise
 
 
-def _client_transport(
-    sock: anyio.abc.ConnectedUDPSocket, config: QuicConfiguration
-) -> QuicTransport:
-    remote_addr = sock.extra(anyio.abc.SocketAttribute.remote_address)
-    lock = anyio.Lock()  # the pump, send() and aclose() may transmit concurrently
+async def _connected_socket(host: str, port: int) -> tuple[DatagramSocket, NetworkAddress]:
+    """A UDP socket connected to the first address ``host`` resolves to (as anyio's
+    ``create_connected_udp_socket`` picks it), so the kernel filters other senders and
+    an ICMP "port unreachable" fails fast; and that address."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, proto, _, address = infos[0]
+    raw = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        raw.setblocking(False)
+        raw.connect(address)  # UDP: no packet, only the kernel's filter
+        remote = raw.getpeername()
+    except BaseException:
+        raw.close()
+        raise
+    if len(remote) == 4 and remote[2] == remote[3] == 0:
+        remote = remote[:2]  # an IPv6 address without flow info or scope, as anyio gives it
+    return DatagramSocket(raw), remote
 
+
+def _client_transport(
+    sock: DatagramSocket, remote: NetworkAddress, config: QuicConfiguration
+) -> QuicTransport:
     async def receive() -> list[Datagram]:
         # The connected socket only yields the peer's datagrams; aioquic drops packets
         # from any other address, so hand it the very address given to connect().
-        return [(await sock.receive(), remote_addr)]
+        return [(data, remote) for data, _ in await sock.receive()]
 
-    async def send(data: bytes, addr: NetworkAddress) -> None:
-        async with lock:
-            await sock.send(data)
+    def send(data: bytes, addr: NetworkAddress) -> None:
+        sock.send(data)
+
+    async def closed() -> None:
+        sock.close()
 
     return QuicTransport(
         QuicConnection(configuration=config),
-        remote=format_address(remote_addr),
+        remote=format_address(remote),
         receive_datagrams=receive,
         send_datagram=send,
         # Nothing left to do in aioquic's closing period once the CONNECTION_CLOSE is out.
-        on_closed=sock.aclose,
+        on_closed=closed,
     )

@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from cryptography import x509
 
 from ._clock import now
-from ._quic import Datagram, QuicTransport, format_address
+from ._quic import Datagram, DatagramSocket, QuicTransport, format_address
 from ._tls import PrivateKey, self_signed
 
 log = logging.getLogger("flare.quic")
@@ -120,20 +120,36 @@ async def serve_quic(
         alpn=alpn,
         idle_timeout=idle_timeout,
     )
-    sock = await anyio.create_udp_socket(local_host=host, local_port=port)
-    _grow_receive_buffer(sock)
-    # The socket outlives the task group: closing connections on cancellation still sends.
-    async with sock, anyio.create_task_group() as tg:
-        listener = _Listener(sock, tg, config, handler, handshake_timeout, max_connections)
-        task_status.started(format_address(sock.extra(anyio.abc.SocketAttribute.local_address)))
-        while True:
-            try:
-                data, addr = await sock.receive()
-            except anyio.BrokenResourceError as exc:
-                if isinstance(exc.__cause__, ConnectionError):
+    sock = await _bound_socket(host, port)
+    _grow_receive_buffer(sock.raw)
+    try:
+        # The socket outlives the task group: closing connections on cancellation still
+        # sends.
+        async with anyio.create_task_group() as tg:
+            listener = _Listener(sock, tg, config, handler, handshake_timeout, max_connections)
+            task_status.started(format_address(sock.raw.getsockname()))
+            while True:
+                try:
+                    datagrams = await sock.receive(256)
+                except ConnectionError:
                     continue  # one peer's ICMP error surfaced on the shared socket
-                raise
-            await listener.datagram_received(data, addr)
+                for data, addr in datagrams:
+                    listener.datagram_received(data, addr)
+    finally:
+        sock.close()
+
+
+async def _bound_socket(host: str, port: int) -> DatagramSocket:
+    """A UDP socket bound to the first address ``host:port`` resolves to."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    family, _, proto, _, address = infos[0]
+    raw = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        raw.bind(address)
+    except BaseException:
+        raw.close()
+        raise
+    return DatagramSocket(raw)
 
 
 class _Listener:
@@ -141,7 +157,7 @@ class _Listener:
 
     def __init__(
         self,
-        sock: anyio.abc.UDPSocket,
+        sock: DatagramSocket,
         tg: anyio.abc.TaskGroup,
         config: QuicConfiguration,
         handler: QuicHandler,
@@ -154,20 +170,19 @@ class _Listener:
         self._handler = handler
         self._handshake_timeout = handshake_timeout
         self._max_connections = max_connections
-        self._lock = anyio.Lock()  # every connection's pump writes to this one socket
         self._routes: dict[bytes, _Route] = {}
         self._live: set[_Route] = set()
 
-    async def send(self, data: bytes, addr: NetworkAddress) -> None:
-        """Send one datagram; errors are loss (one unreachable peer must not stop the
-        others)."""
+    def send(self, data: bytes, addr: NetworkAddress) -> None:
+        """Send one datagram now, straight to the non-blocking socket (anyio's send yields
+        to the event loop per datagram); errors, a full buffer included, are loss (one
+        unreachable peer must not stop the others)."""
         try:
-            async with self._lock:
-                await self._sock.send((data, addr))
-        except (OSError, anyio.BrokenResourceError) as exc:
+            self._sock.send(data, addr)
+        except OSError as exc:
             log.debug("QUIC send to %s failed: %r", addr, exc)
 
-    async def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
+    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         """Route one datagram to its connection, opening one for a valid INITIAL."""
         config = self._config
         try:
@@ -189,7 +204,7 @@ class _Listener:
                     destination_cid=header.source_cid,
                     supported_versions=config.supported_versions,
                 )
-                await self.send(vn, addr)
+                self.send(vn, addr)
                 return
             if (
                 header.packet_type is not QuicPacketType.INITIAL
@@ -197,7 +212,7 @@ class _Listener:
             ):
                 return
             if self._max_connections is not None and len(self._live) >= self._max_connections:
-                await _refuse(config, header.destination_cid, data, addr, self.send)
+                _refuse(config, header.destination_cid, data, addr, self.send)
                 return
             route = self._open(header.destination_cid, addr)
         # A connection that cannot keep up loses datagrams, as on a wire.
@@ -287,12 +302,12 @@ async def _run_connection(
         tg.cancel_scope.cancel()
 
 
-async def _refuse(
+def _refuse(
     config: QuicConfiguration,
     dcid: bytes,
     data: bytes,
     addr: NetworkAddress,
-    send: Callable[[bytes, NetworkAddress], Awaitable[None]],
+    send: Callable[[bytes, NetworkAddress], None],
 ) -> None:
     # Over max_connections: answer the INITIAL with CONNECTION_REFUSED and keep no state
     # (a resent INITIAL is refused again). The hub's own server_full (4009) needs an
@@ -306,18 +321,17 @@ async def _refuse(
         reason_phrase="limit exceeded",
     )
     for datagram, to in conn.datagrams_to_send(t):
-        await send(datagram, to)
+        send(datagram, to)
 
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
-def _grow_receive_buffer(sock: anyio.abc.UDPSocket) -> None:
+def _grow_receive_buffer(raw: socket.socket) -> None:
     """Every QUIC connection shares this one socket: with the default ~208 KiB buffer the
     kernel drops datagrams whenever the server stalls briefly (a GC pause, a broadcast
     burst), and QUIC's loss recovery then adds seconds of tail latency (benchmarks/soak.py).
     Best effort: the kernel caps it at ``net.core.rmem_max``."""
-    raw = sock.extra(anyio.abc.SocketAttribute.raw_socket)
     try:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     except OSError as exc:

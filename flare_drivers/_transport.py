@@ -26,7 +26,14 @@ class TransportClosed:
 
 
 class Transport(Protocol):
-    """A connected transport, as seen by :class:`~flare_drivers._loop.ConnectionDriver`."""
+    """A connected transport, as seen by :class:`~flare_drivers._loop.ConnectionDriver`.
+
+    A transport may also offer ``receive_nowait() -> bytes | TransportClosed | None``:
+    what :meth:`receive` would return at once, or ``None`` when that would wait. The driver
+    then takes a whole read's messages in one burst instead of one wait per message
+    (:class:`~flare_drivers.WebSocketTransport` does). It is optional, so it is not a
+    member of this protocol.
+    """
 
     framing: Framing
     """``MESSAGE``: :meth:`receive` returns whole frames; ``STREAM``: arbitrary chunks."""

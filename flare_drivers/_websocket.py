@@ -11,6 +11,15 @@ batch of messages with one stream write. A message longer than ``max_message`` i
 ``receive_message`` then closes with ``frame_too_large`` and an ERROR frame, so the limit
 is enforced in one place while memory stays bounded here (pass ``Limits.max_frame``).
 
+Data frames take a fast path around wsproto (its pure-Python parser costs more than the
+rest of a frame's handling): while wsproto sits idle at a frame boundary, a complete,
+unfragmented Binary or Text frame (FIN set, no RSV bits, masked exactly when the peer is a
+client, within ``max_message``, Text valid UTF-8) is parsed, unmasked and written here, and
+wsproto never sees it; a control frame is handed to wsproto whole, so it still answers
+Pings and runs the closing handshake. Anything else (a fragment, RSV bits, a bad mask bit,
+an oversize message, invalid UTF-8, a Close) switches the connection to wsproto for good,
+from that frame on, so every protocol error is still wsproto's, with its close code.
+
 :func:`serve_websocket` also answers plain HTTP on the same port (``GET /healthz`` → 200,
 else 404) with h11, and closes every socket it gives up on (B24).
 """
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
@@ -57,6 +67,13 @@ _NO_CODE = (1005, 1006)
 _OPEN = ConnectionState.OPEN
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
 _LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
+_BINARY = 0x82  # FIN + opcode 2: a whole Binary message
+_TEXT = 0x81  # FIN + opcode 1: a whole Text message
+_PING, _PONG = 0x89, 0x8A  # FIN + control opcodes wsproto answers for us
+# Frame headers of unmasked (server) and masked (client) Binary messages up to 125 bytes.
+_SHORT = [bytes((_BINARY, n)) for n in range(126)]
+_SHORT_MASKED = [bytes((_BINARY, 0x80 | n)) for n in range(126)]
+_ZEROS = [bytes(n) for n in range(160)]  # mask stream over headers (and short gaps)
 
 Handler = Callable[["WebSocketTransport"], Awaitable[None]]
 
@@ -85,6 +102,7 @@ class WebSocketTransport:
         remote: str,
         max_message: int = MAX_MESSAGE,
         close_timeout: float = 1.0,
+        initial: bytes = b"",
     ) -> None:
         self.framing = Framing.MESSAGE
         self.remote = remote
@@ -102,7 +120,13 @@ class WebSocketTransport:
         self._reading = False
         self._broken = False  # a write was cut short: half a frame may be on the wire
         self._aclosed = False
+        self._client = ws.client
+        self._rx = bytearray()  # fast path: the start of a frame not complete yet
+        self._need = 0  # ... and the bytes that frame needs in all
         self._absorb()  # frames that arrived together with the handshake
+        self._fast = _wsproto_idle(ws)
+        if initial:  # bytes after the upgrade request, not given to wsproto
+            self._receive(initial)
 
     async def receive(self) -> bytes | TransportClosed:
         """The next whole message (Text as UTF-8 bytes), or :class:`TransportClosed`.
@@ -124,15 +148,33 @@ class WebSocketTransport:
                 continue
             finally:
                 self._reading = False
-            self._ws.receive_data(data)
-            self._absorb()
+            if data is not None and self._fast:
+                self._receive(data)
+            else:
+                self._ws.receive_data(data)
+                self._absorb()
+
+    def receive_nowait(self) -> bytes | None:
+        """The next message already received, if any and if nothing else is due first
+        (a Pong or Close reply to write, which :meth:`receive` does); else ``None``.
+        Lets the driver take a whole read's messages without a wait per message."""
+        if self._messages and not self._pongs and self._close_reply is None:
+            return self._messages.popleft()
+        return None
 
     async def send(self, chunks: list[bytes]) -> None:
         """Send each chunk as one Binary message, all in one stream write."""
-        async with self._send_lock:
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()  # no scheduling round trip when nobody else writes
+        except anyio.WouldBlock:
+            await lock.acquire()
+        try:
             if self._broken or self._ws.state is not _OPEN:
                 raise anyio.BrokenResourceError("the WebSocket is closing or closed")
-            await self._write(b"".join([self._ws.send(BytesMessage(data=c)) for c in chunks]))
+            await self._write(_mask_frames(chunks) if self._client else _frames(chunks))
+        finally:
+            lock.release()
 
     async def aclose(self, number: int | None = None, reason: str = "") -> None:
         """Send Close (``number``, else 1000; ``reason`` cut to 123 bytes), wait up to
@@ -141,6 +183,12 @@ class WebSocketTransport:
         if self._aclosed:
             return
         self._aclosed = True
+        if self._fast:
+            # The closing handshake is wsproto's: give it the partial frame we hold.
+            self._fast = False
+            held, self._rx = bytes(self._rx), bytearray()
+            if held:
+                self._ws.receive_data(held)
         if self._ws.state is _OPEN:
             code = number if number is not None and 1000 <= number <= 4999 else 1000
             text = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
@@ -162,6 +210,84 @@ class WebSocketTransport:
             self._closed = TransportClosed(None, "closed locally")
 
     # -- internals ----------------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        """Fast path (module docstring): whole data frames become messages here, control
+        frames go to wsproto one at a time, anything else hands the rest to wsproto."""
+        rx = self._rx
+        if rx:
+            rx += data
+            if len(rx) < self._need:
+                return  # a long frame still arriving: no copy per read
+            data = bytes(rx)
+            rx.clear()
+        # Pass 1: the whole frames at the start of ``data`` that the fast path takes, as
+        # (first byte, start, payload start, end).
+        frames: list[tuple[int, int, int, int]] = []
+        masked = 0 if self._client else 0x80  # clients mask, servers do not (RFC 6455 §5.1)
+        limit = self._max
+        end = len(data)
+        pos = need = 0
+        handover = False
+        while True:
+            if end - pos < 2:
+                need = 2
+                break
+            first, second = data[pos], data[pos + 1]
+            size = second & 0x7F
+            head = pos + 2
+            if size >= 126:
+                head += 2 if size == 126 else 8
+                if head > end:
+                    need = head - pos
+                    break
+                size = int.from_bytes(data[pos + 2 : head], "big")
+            if masked:
+                head += 4
+            stop = head + size
+            if (
+                (second & 0x80) != masked
+                or size > limit  # wsproto streams it within the limit (module docstring)
+                or not (first in (_BINARY, _TEXT) or (first in (_PING, _PONG) and size <= 125))
+            ):
+                handover = True  # a Close, a fragment, RSV bits, a bad mask bit...
+                break
+            if stop > end:
+                need = stop - pos
+                break
+            frames.append((first, pos, head, stop))
+            pos = stop
+        # Pass 2: unmask every payload with one XOR; control frames go to wsproto raw.
+        plain = _unmask_frames(data, frames) if masked and frames else data
+        append = self._messages.append
+        for first, start, head, stop in frames:
+            if first == _BINARY:
+                append(plain[head:stop])
+            elif first == _TEXT:
+                payload = plain[head:stop]
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    pos, handover = start, True  # wsproto closes with 1007
+                    break
+                append(payload)
+            else:
+                # A whole control frame keeps wsproto at a frame boundary.
+                self._ws.receive_data(data[start:stop])
+                self._absorb()
+        if handover:
+            # From this frame on wsproto parses everything (module docstring).
+            self._fast = False
+            self._ws.receive_data(data[pos:])
+            self._absorb()
+        else:
+            self._keep(data, pos, need)
+
+    def _keep(self, data: bytes, pos: int, need: int) -> None:
+        """Buffer the incomplete frame at ``pos``, which needs ``need`` bytes in all."""
+        if pos < len(data):
+            self._rx += memoryview(data)[pos:]
+        self._need = need
 
     def _absorb(self) -> None:
         """Turn pending wsproto events into messages, replies to send, or the close."""
@@ -229,6 +355,87 @@ class WebSocketTransport:
         self._broken = True
         if self._closed is None:
             self._closed = TransportClosed(None, reason)
+
+
+def _frames(chunks: list[bytes]) -> bytes:
+    """``chunks`` as unmasked Binary messages (the server's frames), one byte string."""
+    parts: list[bytes] = []
+    append = parts.append
+    for chunk in chunks:
+        size = len(chunk)
+        if size < 126:
+            append(_SHORT[size])
+        elif size < 65536:
+            append(b"\x82\x7e" + size.to_bytes(2, "big"))
+        else:
+            append(b"\x82\x7f" + size.to_bytes(8, "big"))
+        append(chunk)
+    return b"".join(parts)
+
+
+def _mask_frames(chunks: list[bytes]) -> bytes:
+    """``chunks`` as masked Binary messages (the client's frames, RFC 6455 §5.3: a fresh
+    random key per frame), one byte string. All payloads are masked with one big-integer
+    XOR against a mask stream (zeros over headers and keys), the fastest way in pure
+    Python: a XOR per frame costs about twice as much."""
+    keys = os.urandom(4 * len(chunks))
+    parts: list[bytes] = []
+    masks: list[bytes] = []
+    for i, chunk in enumerate(chunks):
+        size = len(chunk)
+        if size < 126:
+            header = _SHORT_MASKED[size]
+        elif size < 65536:
+            header = b"\x82\xfe" + size.to_bytes(2, "big")
+        else:
+            header = b"\x82\xff" + size.to_bytes(8, "big")
+        key = keys[4 * i : 4 * i + 4]
+        parts += (header, key, chunk)
+        masks += (_ZEROS[len(header) + 4], (key * (size // 4 + 1))[:size])
+    frames = b"".join(parts)
+    mask = int.from_bytes(b"".join(masks), "little")
+    return (int.from_bytes(frames, "little") ^ mask).to_bytes(len(frames), "little")
+
+
+def _unmask_frames(data: bytes, frames: list[tuple[int, int, int, int]]) -> bytes:
+    """``data`` up to the end of the last of ``frames`` (first byte, start, payload start,
+    end) with every data payload unmasked (its key is the 4 bytes before it), in one XOR
+    as in :func:`_mask_frames`; headers and control frames come out unchanged."""
+    masks: list[bytes] = []
+    last = 0
+    for first, _, head, stop in frames:
+        gap = head - last
+        masks.append(_ZEROS[gap] if gap < len(_ZEROS) else bytes(gap))
+        size = stop - head
+        if first in (_PING, _PONG):
+            masks.append(bytes(size))  # handed to wsproto raw: it unmasks them itself
+        else:
+            masks.append((data[head - 4 : head] * (size // 4 + 1))[:size])
+        last = stop
+    mask = int.from_bytes(b"".join(masks), "little")
+    with memoryview(data) as view:
+        value = int.from_bytes(view[:last], "little")
+    return (value ^ mask).to_bytes(last, "little")
+
+
+def _wsproto_idle(ws: WSConnection) -> bool:
+    """True when wsproto holds no partial frame or message and uses no extension, so the
+    fast path may parse the next frames itself. Reads wsproto's private state; if that
+    ever changes shape the answer is False and wsproto simply does all the parsing."""
+    try:
+        connection = ws.connection
+        if connection is None or connection.state is not _OPEN:
+            return False
+        proto = connection._proto
+        decoder = proto._frame_decoder
+        return (
+            not proto.extensions
+            and decoder.header is None
+            and not len(decoder.buffer)
+            and proto._message_decoder.opcode is None
+        )
+    except AttributeError:
+        return False
 
 
 def _address(sockaddr: Any) -> str:
@@ -403,8 +610,9 @@ async def _server_handshake(
             await _respond(stream, http, 400, b"bad WebSocket upgrade\n")
             return None
         await stream.send(ws.send(AcceptConnection()))
-        ws.receive_data(_trailing(http))
-        return WebSocketTransport(stream, ws, remote=remote, max_message=max_message)
+        return WebSocketTransport(
+            stream, ws, remote=remote, max_message=max_message, initial=_trailing(http)
+        )
     if request.target.split(b"?")[0] == b"/healthz" and request.method in (b"GET", b"HEAD"):
         await _respond(stream, http, 200, b"ok\n", body=request.method == b"GET")
     else:

@@ -33,6 +33,7 @@ from ._events import (
 )
 from ._frames import (
     ACK,
+    AT_LEAST_ONCE,
     CLOSE,
     CONNECT_ACK,
     DATA,
@@ -56,6 +57,7 @@ from ._state import CLIENT_TRANSITIONS, ClientState, transition
 from ._types import Compression, Format
 
 _DEFAULT_CONFIG = ClientConfig()
+_OPEN = ClientState.OPEN
 
 
 def _conflicts(raw: bytes | None) -> tuple[str, ...]:
@@ -99,6 +101,7 @@ class ClientConnection(ConnectionBase):
         # message id -> (frame, ack deadline); insertion order is deadline order because
         # ``now`` never goes back and every SEND gets the same ``ack_timeout``.
         self._pending: dict[str, tuple[Frame, float]] = {}
+        self._ack_timeout = config.ack_timeout
         self._handshake_deadline = math.inf
         self._interval = config.heartbeat_interval
         self._last_rx = 0.0
@@ -212,18 +215,32 @@ class ClientConnection(ConnectionBase):
         """Send a SEND; it is tracked until the server's ACK (:class:`MessageAcked`) or
         ``ack_timeout`` (:class:`AckTimedOut`). Returns its id. Then flush
         ``data_to_send()``."""
-        self._require_open()
-        ident = self._ids.message_id(now) if message_id is None else message_id
-        if ident in self._pending:
+        if self._state is not _OPEN:
+            self._require_open()
+        ids, pending = self._ids, self._pending
+        ident = ids.message_id(now) if message_id is None else message_id
+        if ident in pending:
             raise LocalProtocolError(f"message id {ident!r} is already awaiting its ACK")
-        frame = message_frame(
-            SEND,
-            message_id=ident,
-            timestamp=self._ids.timestamp_ms(now),
-            payload=payload,
-            metadata=metadata,
-        )
-        self._track(frame, ident, now)
+        if metadata:
+            frame = message_frame(
+                SEND,
+                message_id=ident,
+                timestamp=ids.timestamp_ms(now),
+                payload=payload,
+                metadata=metadata,
+            )
+        else:  # message_frame(), inlined for the common case
+            frame = Frame()
+            frame.message_id = ident
+            frame.reliability = AT_LEAST_ONCE  # type: ignore[assignment]
+            frame.timestamp = ids.timestamp_ms(now)
+            body = frame.command.message
+            body.type = SEND  # type: ignore[assignment]  # also makes the variant present
+            body.message_id = ident
+            if payload:
+                body.payload = payload
+        pending[ident] = (frame, now + self._ack_timeout)  # _track(), inlined
+        self._send(frame)
         return ident
 
     def send_data(self, payload: bytes, now: float, *, metadata: MetadataIn | None = None) -> str:
@@ -291,7 +308,7 @@ class ClientConnection(ConnectionBase):
         return [frame for frame, _ in self._pending.values()] + self._resend
 
     def _track(self, frame: Frame, ident: str, now: float) -> None:
-        self._pending[ident] = (frame, now + self.config.ack_timeout)
+        self._pending[ident] = (frame, now + self._ack_timeout)
         self._send(frame)
 
     def _require_open(self) -> None:
@@ -305,8 +322,9 @@ class ClientConnection(ConnectionBase):
         command = frame.command
         which = command.WhichOneof("type")
         if which == "message":
-            if command.message.type == ACK:
-                ident = ack_id(frame)
+            message = command.message
+            if message.type == ACK:
+                ident = message.message_id or frame.message_id  # ack_id(), inlined
                 if self._pending.pop(ident, None) is not None:
                     self._events.append(MessageAcked(message_id=ident))
                 return

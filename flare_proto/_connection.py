@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 
-from ._codec import decode_frame, encode_frame
+from ._codec import _NOT_PROTOBUF, _parse_protobuf, decode_frame, encode_frame
 from ._codes import CloseCode
 from ._config import CodecOptions, Limits
 from ._errors import DecodeError, FrameTooLarge, LocalProtocolError
@@ -25,6 +25,9 @@ from ._framing import LengthPrefixFramer
 from ._ids import IdSource
 from ._pb.frame_pb2 import Frame
 from ._types import Compression, Format
+
+_PROTOBUF = Format.PROTOBUF
+_NONE = Compression.NONE
 
 
 class Framing(enum.Enum):
@@ -166,6 +169,17 @@ class ConnectionBase:
         return True
 
     def _receive_payload(self, payload: bytes, now: float) -> None:
+        # The hot path, decode_frame's protobuf branch inlined (the size limit is already
+        # checked by both callers); anything else, or a parse failure, takes the full path.
+        if payload and payload[0] not in _NOT_PROTOBUF:
+            try:
+                parsed = _parse_protobuf(payload)
+            except Exception:  # decode_frame below turns it into a DecodeError
+                pass
+            else:
+                self._undecodable = 0
+                self._on_frame(parsed, _PROTOBUF, now)
+                return
         try:
             frame, fmt, _ = decode_frame(payload, self._limits)
         except FrameTooLarge as exc:
@@ -207,7 +221,17 @@ class ConnectionBase:
         self._outbox.append(data)
 
     def _send(self, frame: Frame) -> None:
-        self._queue(encode_frame(frame, self._format, self._compression, self._codec))
+        # encode_frame's plain protobuf branch and _queue, inlined: this runs per SEND/ACK.
+        if self._format is _PROTOBUF and self._compression is _NONE:
+            data: bytes = frame.SerializeToString()
+            if data and data[0] in _NOT_PROTOBUF:  # unknown fields first: the slow path
+                data = encode_frame(frame, _PROTOBUF)
+        else:
+            data = encode_frame(frame, self._format, self._compression, self._codec)
+        if self._framer is not None:
+            self._outbox += (len(data).to_bytes(4, "big"), data)
+        else:
+            self._outbox.append(data)
 
     def _system(
         self, kind: int, now: float, message: str = "", code: CloseCode | None = None

@@ -46,11 +46,13 @@ from ._frames import (
 )
 from ._ids import IdSource, SequentialIds
 from ._negotiation import ConnectRequest, decide, parse_connect
+from ._pb.commands_pb2 import MessageCommand
 from ._pb.frame_pb2 import Frame
 from ._state import SERVER_TRANSITIONS, ServerState, transition
 from ._types import Compression, Format
 
 _DEFAULT_CONFIG = ServerConfig()
+_OPEN = ServerState.OPEN
 
 
 class ServerConnection(ConnectionBase):
@@ -83,6 +85,11 @@ class ServerConnection(ConnectionBase):
         """The client's CONNECT, once received."""
         self.user_id: str | None = None
         """The user id given to :meth:`accept` (the authenticated one)."""
+        self._idle_timeout = config.idle_timeout
+        # One ACK frame (and its MessageCommand) reused for every ACK, made on first use:
+        # building a fresh upb message per SEND costs more than updating three fields,
+        # and send_ack serializes it at once.
+        self._ack: tuple[Frame, MessageCommand] | None = None
 
     @property
     def state(self) -> ServerState:
@@ -195,15 +202,17 @@ class ServerConnection(ConnectionBase):
 
     def send_ack(self, message_id: str, now: float) -> None:
         """ACK the SEND whose ``message_id`` is given (DESIGN §6: after the handler ran)."""
-        self._require_open()
-        self._send(
-            message_frame(
-                ACK,
-                message_id=self._ids.message_id(now),
-                command_id=message_id,
-                timestamp=self._ids.timestamp_ms(now),
-            )
-        )
+        if self._state is not _OPEN:
+            self._require_open()
+        if self._ack is None:
+            frame = message_frame(ACK, message_id="", command_id="", timestamp=0)
+            self._ack = (frame, frame.command.message)
+        ack, body = self._ack
+        ids = self._ids
+        ack.message_id = ids.message_id(now)
+        ack.timestamp = ids.timestamp_ms(now)
+        body.message_id = message_id
+        self._send(ack)
 
     def send_message(
         self,
@@ -241,9 +250,14 @@ class ServerConnection(ConnectionBase):
 
     def _on_frame(self, frame: Frame, fmt: Format, now: float) -> None:
         state = self._state
-        if state is ServerState.OPEN:
-            self._deadline = now + self.config.idle_timeout
-            self._dispatch(frame, now)
+        if state is _OPEN:
+            self._deadline = now + self._idle_timeout
+            command = frame.command
+            if command.WhichOneof("type") == "message":  # SEND, ACK, DATA: the hot path
+                routed = MESSAGE_KINDS.get(command.message.type, CommandKind.MESSAGE_OTHER)
+                self._events.append(FrameReceived(frame=frame, kind=routed))
+            else:
+                self._dispatch(frame, now)
             return
         command = frame.command
         kind = command.system.type if command.WhichOneof("type") == "system" else -1
