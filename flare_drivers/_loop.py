@@ -34,6 +34,7 @@ log = logging.getLogger("flare")
 
 EventHandler = Callable[[Event], Awaitable[None]]
 ReceiveNowait = Callable[[], "bytes | TransportClosed | None"]
+SendNowait = Callable[[list[bytes]], bool]
 
 _BURST = 64
 """Buffered messages processed in a row before the reader yields to the writer: large
@@ -77,6 +78,13 @@ class ConnectionDriver:
         self._transport_gone = False
         self._read_scope: anyio.CancelScope | None = None
         self._drain_timeout = drain_timeout
+        # Optional (not in the Transport protocol): a write made at once, without a task
+        # (WebSocketTransport on plain TCP). Used when the writer has nothing in hand:
+        # from other tasks while the reader waits (a broadcast, a kick), and by the
+        # reader itself for what it produced, just before it waits for input.
+        self._send_nowait: SendNowait | None = getattr(transport, "send_nowait", None)
+        self._waiting_input = False  # the reader is blocked in transport.receive()
+        self._drain = False  # send_nowait left a backlog for the writer to finish
 
     # -- called by anyone holding the driver ---------------------------------------------
 
@@ -86,7 +94,18 @@ class ConnectionDriver:
         moved earlier, and wakes it if the core closed)."""
         core = self.core
         chunks = core.data_to_send()
-        if chunks and not self._overflow and not self._out_closed:
+        if (
+            chunks
+            and self._waiting_input
+            and self._writer_idle
+            and not self._pending
+            and self._send_nowait is not None
+            and not self._overflow
+            and not self._out_closed
+            and self._write_now(chunks)
+        ):
+            pass  # another task's output, the writer idle: written without a wake-up
+        elif chunks and not self._overflow and not self._out_closed:
             size = sum(map(len, chunks))
             if (
                 self._queued_bytes + size > self._max_bytes
@@ -116,6 +135,35 @@ class ConnectionDriver:
             at = anyio.current_time() + max(0.0, deadline - now())
             if at < scope.deadline:
                 scope.deadline = at
+
+    def _write_now(self, chunks: list[bytes]) -> bool:
+        """Hand ``chunks`` to the transport's ``send_nowait``; whether it took them. A
+        backlog (the kernel buffer was full) is left to the writer."""
+        assert self._send_nowait is not None
+        if self._transport_gone:
+            return True  # nowhere to go: dropped, as the writer would
+        try:
+            taken = self._send_nowait(chunks)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._transport_gone = True
+            return True
+        backlog: int = getattr(self.transport, "backlog", 0)
+        if taken and backlog:
+            self._drain = True
+            if self._writer_idle:
+                self._writer_idle = False
+                self._wake.set()
+        return taken
+
+    def _send_pending_now(self) -> None:
+        """The reader, about to wait for input: write what it produced at once rather
+        than leave it to the writer task's next turn (one event-loop pass less per reply;
+        the writer, if it was woken, then finds nothing to do)."""
+        batch = self._pending
+        if batch and self._send_nowait is not None and self._write_now(batch):
+            self._pending = []
+            self._pending_batches = 0
+            self._queued_bytes -= sum(map(len, batch))
 
     def wake(self) -> None:
         """Make the reading task deliver the core's pending events now (e.g. after an
@@ -183,9 +231,14 @@ class ConnectionDriver:
                 burst = 0
                 deadline = core.next_deadline()
                 wait = math.inf if deadline is None else max(0.0, deadline - now())
+                self._send_pending_now()
                 with anyio.CancelScope(deadline=anyio.current_time() + wait) as scope:
                     self._read_scope = scope
-                    item = await transport.receive()
+                    self._waiting_input = True
+                    try:
+                        item = await transport.receive()
+                    finally:
+                        self._waiting_input = False
                 self._read_scope = None
                 t = now()
                 if core.closed:  # closed from another task while we were reading
@@ -227,13 +280,14 @@ class ConnectionDriver:
     async def _writer(self) -> None:
         transport = self.transport
         while True:
-            if not self._pending:
+            if not self._pending and not self._drain:
                 if self._out_closed:
                     return
                 self._wake = anyio.Event()
                 self._writer_idle = True
                 await self._wake.wait()
                 continue
+            self._drain = False  # a send, even of nothing, writes the backlog first
             # Everything flushed since the last write goes out in one transport.send.
             batch, self._pending = self._pending, []
             self._pending_batches = 0

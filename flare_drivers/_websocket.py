@@ -29,11 +29,12 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -56,6 +57,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from flare_proto import Framing
 
+from ._tcp import TcpStream, accept_ready, connect_tcp
 from ._transport import TransportClosed
 
 log = logging.getLogger("flare.websocket")
@@ -117,6 +119,9 @@ class WebSocketTransport:
         self._close_reply: CloseConnection | None = None
         self._closed: TransportClosed | None = None
         self._send_lock = anyio.Lock()
+        # Plain TCP (not TLS): writes may be made at once, from any task (send_nowait).
+        self._direct = stream.send_nowait if isinstance(stream, TcpStream) else None
+        self._tail: bytes | memoryview = b""
         self._reading = False
         self._broken = False  # a write was cut short: half a frame may be on the wire
         self._aclosed = False
@@ -175,6 +180,37 @@ class WebSocketTransport:
             await self._write(_mask_frames(chunks) if self._client else _frames(chunks))
         finally:
             lock.release()
+
+    def send_nowait(self, chunks: list[bytes]) -> bool:
+        """Write ``chunks`` (as :meth:`send` would) without waiting, if possible: on a plain
+        TCP stream, with no other write in progress and nothing held back. Returns whether
+        the chunks were taken: written, or what the kernel did not accept kept in
+        :attr:`backlog` to go out first with the next :meth:`send` (which the caller then
+        owes). ``False``: nothing was done, use :meth:`send`. Raises
+        ``anyio.BrokenResourceError`` when the connection is gone."""
+        direct = self._direct
+        if (
+            direct is None
+            or self._tail
+            or self._send_lock.locked()
+            or self._broken
+            or self._ws.state is not _OPEN
+        ):
+            return False
+        data = _mask_frames(chunks) if self._client else _frames(chunks)
+        try:
+            sent = direct(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            self._broken = True
+            raise anyio.BrokenResourceError(f"write failed: {exc!r}") from exc
+        if sent < len(data):
+            self._tail = memoryview(data)[sent:]
+        return True
+
+    @property
+    def backlog(self) -> int:
+        """Bytes :meth:`send_nowait` accepted that are not written yet."""
+        return len(self._tail)
 
     async def aclose(self, number: int | None = None, reason: str = "") -> None:
         """Send Close (``number``, else 1000; ``reason`` cut to 123 bytes), wait up to
@@ -343,6 +379,8 @@ class WebSocketTransport:
             self._lost("a write failed or timed out")
 
     async def _write(self, data: bytes) -> None:
+        if self._tail:  # what send_nowait() could not write goes first
+            data, self._tail = bytes(self._tail) + data, b""
         try:
             await self._stream.send(data)
         except BaseException as exc:
@@ -474,7 +512,7 @@ async def connect_websocket(
         ssl_context = ssl.create_default_context()
     try:
         with anyio.fail_after(connect_timeout):
-            stream: ByteStream = await anyio.connect_tcp(host, port)
+            stream: ByteStream = await connect_tcp(host, port)
             try:
                 remote = _address(stream.extra(SocketAttribute.remote_address))
                 if secure:
@@ -534,9 +572,10 @@ async def serve_websocket(
     server: I/O errors are logged at debug level, handler exceptions as errors.
     """
 
-    async def serve_one(raw: anyio.abc.SocketStream) -> None:
-        stream: ByteStream = raw
+    async def serve_one(sock: socket.socket) -> None:
         remote = "?"
+        raw = TcpStream(sock)
+        stream: ByteStream = raw
         try:
             remote = _address(raw.extra(SocketAttribute.remote_address))
             transport = None
@@ -559,31 +598,34 @@ async def serve_websocket(
         finally:
             await anyio.aclose_forcefully(stream)
 
+    # anyio binds (addresses, families, the shared port of port 0); the connections are
+    # accepted from its sockets by us, as our own TcpStreams (flare_drivers._tcp).
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     async with listener, anyio.create_task_group() as tg:
         for one in listener.listeners:
-            # create_tcp_listener only makes SocketListeners; we accept ourselves so an
-            # accept() error backs off instead of ending the server (Listener.serve would).
-            tg.start_soon(_accept_loop, cast(anyio.abc.SocketListener, one), tg, serve_one)
+            raw = one.extra(SocketAttribute.raw_socket)
+            tg.start_soon(_accept_loop, raw, tg, serve_one)
         task_status.started(_address(listener.extra(SocketAttribute.local_address)))
 
 
 async def _accept_loop(
-    listener: anyio.abc.SocketListener,
+    listening: socket.socket,
     tg: anyio.abc.TaskGroup,
-    serve: Callable[[anyio.abc.SocketStream], Coroutine[Any, Any, None]],
+    serve: Callable[[socket.socket], Coroutine[Any, Any, None]],
 ) -> None:
     while True:
         try:
-            stream = await listener.accept()
-        except anyio.ClosedResourceError:
+            accepted = await accept_ready(listening)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
         except OSError as exc:
-            # Out of file descriptors and the like: back off rather than spin.
+            # Out of file descriptors and the like: back off rather than spin (and
+            # rather than end the server).
             log.warning("accept failed: %r", exc)
             await anyio.sleep(0.1)
             continue
-        tg.start_soon(serve, stream)
+        for sock in accepted:
+            tg.start_soon(serve, sock)
 
 
 async def _server_handshake(
