@@ -131,7 +131,11 @@ class WebSocketTransport:
         self._absorb()  # frames that arrived together with the handshake
         self._fast = _wsproto_idle(ws)
         if initial:  # bytes after the upgrade request, not given to wsproto
-            self._receive(initial)
+            if self._fast:
+                self._receive(initial)
+            else:
+                self._ws.receive_data(initial)
+                self._absorb()
 
     async def receive(self) -> bytes | TransportClosed:
         """The next whole message (Text as UTF-8 bytes), or :class:`TransportClosed`.
@@ -156,6 +160,11 @@ class WebSocketTransport:
             if data is not None and self._fast:
                 self._receive(data)
             else:
+                if data is None:
+                    # End of stream: wsproto closes (1006), and owns the connection from
+                    # now on; a partial frame we held is moot.
+                    self._fast = False
+                    self._rx.clear()
                 self._ws.receive_data(data)
                 self._absorb()
 
@@ -223,7 +232,7 @@ class WebSocketTransport:
             # The closing handshake is wsproto's: give it the partial frame we hold.
             self._fast = False
             held, self._rx = bytes(self._rx), bytearray()
-            if held:
+            if held and self._ws.state in (_OPEN, _LOCAL_CLOSING):
                 self._ws.receive_data(held)
         if self._ws.state is _OPEN:
             code = number if number is not None and 1000 <= number <= 4999 else 1000
@@ -273,11 +282,15 @@ class WebSocketTransport:
             size = second & 0x7F
             head = pos + 2
             if size >= 126:
-                head += 2 if size == 126 else 8
+                short = size == 126
+                head += 2 if short else 8
                 if head > end:
                     need = head - pos
                     break
                 size = int.from_bytes(data[pos + 2 : head], "big")
+                if size < (126 if short else 65536):
+                    handover = True  # not the minimal length form: wsproto says 1002
+                    break
             if masked:
                 head += 4
             stop = head + size
@@ -311,6 +324,10 @@ class WebSocketTransport:
                 # A whole control frame keeps wsproto at a frame boundary.
                 self._ws.receive_data(data[start:stop])
                 self._absorb()
+                if self._close_reply is not None or self._closed is not None:
+                    # wsproto refused it (or it closed): nothing after it is delivered.
+                    self._fast = False
+                    return
         if handover:
             # From this frame on wsproto parses everything (module docstring).
             self._fast = False
