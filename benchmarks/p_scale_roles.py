@@ -138,6 +138,18 @@ async def flare_server(args: argparse.Namespace) -> None:
                 return item
 
             transport.receive = counted
+            # The driver takes messages already buffered with receive_nowait: count those.
+            nowait = getattr(transport, "receive_nowait", None)
+            if nowait is not None:
+
+                def counted_nowait() -> Any:
+                    nonlocal messages
+                    item = nowait()
+                    if isinstance(item, bytes):
+                        messages += 1
+                    return item
+
+                transport.receive_nowait = counted_nowait
             await handle(transport)
 
         hub.handle_transport = counting  # type: ignore[method-assign]

@@ -85,8 +85,10 @@ class Connection:
         self.announced = False
         """True once ``on_connect`` hooks ran (then ``on_disconnect`` hooks will too)."""
         self.tasks: anyio.abc.TaskGroup | None = None
-        self.lock = anyio.Lock()
-        """Held while the verdict and ``on_connect`` run: frames wait for them."""
+        self.lock: anyio.Lock | None = None
+        """Held while an authenticator's verdict and ``on_connect`` run in another task:
+        frames wait for them. Made only then: without an authenticator both run in the
+        read loop before the next frame, and an idle connection saves the lock's memory."""
 
     @property
     def id(self) -> str:
@@ -132,8 +134,9 @@ class Connection:
     async def _on_event(self, event: Event) -> None:
         hub = self.hub
         if isinstance(event, FrameReceived):
-            if self.lock.locked():  # the verdict and on_connect hooks are still running
-                async with self.lock:
+            lock = self.lock
+            if lock is not None and lock.locked():  # the verdict and on_connect hooks run
+                async with lock:
                     pass
             await hub._on_frame(self, event.frame, event.kind)
         elif isinstance(event, ConnectRequested):
@@ -267,10 +270,15 @@ class Hub:
         else:
             self.connections[conn.id] = conn
         try:
-            async with anyio.create_task_group() as tg:
-                conn.tasks = tg  # the authenticator runs here, beside the read loop
+            if self.authenticator is None:
+                # Nothing runs beside the read loop: no task group (~1.3 KiB per idle
+                # connection with its cancel scope).
                 await conn.driver.run()
-                tg.cancel_scope.cancel()
+            else:
+                async with anyio.create_task_group() as tg:
+                    conn.tasks = tg  # the authenticator runs here, beside the read loop
+                    await conn.driver.run()
+                    tg.cancel_scope.cancel()
         finally:
             self.connections.pop(conn.id, None)
             self.registry.remove(conn.id)
@@ -291,8 +299,11 @@ class Hub:
         else:
             # Not in the read loop: meanwhile the core keeps reading (held frames, a repeated
             # CONNECT, pings, the peer leaving) and kick/shutdown can still reach it.
-            assert conn.tasks is not None
-            conn.tasks.start_soon(self._authenticate, conn, request)
+            conn.lock = anyio.Lock()
+            if conn.tasks is None:  # the authenticator was set after this connection began
+                await self._authenticate(conn, request)
+            else:
+                conn.tasks.start_soon(self._authenticate, conn, request)
 
     async def _authenticate(self, conn: Connection, request: ConnectRequest) -> None:
         assert self.authenticator is not None
@@ -304,6 +315,7 @@ class Hub:
             except Exception:
                 log.exception("authenticator failed for %s", conn)
                 verdict = Reject(reason="authentication error")
+        assert conn.lock is not None  # made by _on_connect_requested
         async with conn.lock:
             await self._verdict(conn, verdict)
         conn.driver.wake()  # deliver the frames held until the verdict
@@ -341,8 +353,9 @@ class Hub:
             log.exception("handler failed for %s frame from %s", kind.value, conn)
             return
         if kind is CommandKind.SEND and not conn.core.closed:
+            # Not flushed here: this runs in the connection's reading task, which writes
+            # the ACKs of everything one read brought in one write (_loop.py).
             conn.core.send_ack(ack_id(frame), now())
-            conn.driver.flush()
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Graceful drain: CLOSE ``server_shutdown`` to every connection, then wait up to

@@ -2,17 +2,30 @@
 
 Theory of operation: one task reads (``transport.receive``, interrupted by the core's
 single deadline), feeds the core, hands every event to the application *in order* (awaited,
-no task per frame: DESIGN §1), and flushes. Output goes to a bounded list that one writer
-task empties with one ``transport.send`` per wake-up (everything flushed meanwhile is
-coalesced); other tasks (the server hub sending to this connection) only call the core and
-:meth:`flush`, which never blocks. If the list is over its bounds the peer is not reading:
-the connection is closed with ``slow_consumer`` and nobody waits for it (DESIGN §6).
+no task per frame: DESIGN §1), and writes. Output leaves in one of two ways:
+
+* at once, when the transport offers ``send_nowait`` (WebSocket on plain TCP), nothing is
+  queued or being written before it, and the kernel takes it: an application's send from
+  any task, a broadcast, a kick, a verdict — no task switch, no writer task;
+* otherwise queued in a bounded list that a writer task empties with one
+  ``transport.send`` per turn (everything queued meanwhile is coalesced). The writer is
+  started when there is something for it and ends when there is nothing left, so an idle
+  connection has one task, not two. What ``send_nowait`` could not write (a full kernel
+  buffer) is finished by the writer before anything else.
+
+What the reading task itself produces (the core's PONG or ERROR, the hub's ACK after a
+handler) is queued, not written, and goes out in one write when the reader next waits
+for input or yields: the replies of one read, or of a burst, share a system call. (A
+handler that blocks delays these along with the rest of that connection's input; what
+it sends itself is flushed at once.) If the list is over its bounds the peer is not
+reading: the connection is closed with ``slow_consumer`` and nobody waits for it
+(DESIGN §6).
 
 Input that the transport already holds (a WebSocket read carries many messages) is taken
 with its optional ``receive_nowait`` without a cancel scope per message; every
-``_BURST`` messages the reader checks the core's timers and yields once, so the writer
-sends the replies of the first messages while the rest are processed (a pipelining peer
-then never waits for a whole burst), and a busy peer cannot starve our timers.
+``_BURST`` messages the reader writes the replies so far, checks the core's timers and
+yields once, so a pipelining peer never waits for a whole burst, and a busy peer cannot
+starve our timers or other connections.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import math
 from collections.abc import Awaitable, Callable
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 
 from flare_proto import CloseCode, Event, Framing
@@ -71,56 +85,39 @@ class ConnectionDriver:
         self._max_queue = max_queue
         self._queued_bytes = 0  # pending + being written
         self._max_bytes = max_queue_bytes
-        self._wake = anyio.Event()
-        self._writer_idle = False
+        self._tg: anyio.abc.TaskGroup | None = None  # run()'s, for the writer task
+        self._writing = False  # the writer task exists (started, not finished)
         self._out_closed = False
         self._overflow = False
         self._transport_gone = False
         self._read_scope: anyio.CancelScope | None = None
         self._drain_timeout = drain_timeout
         # Optional (not in the Transport protocol): a write made at once, without a task
-        # (WebSocketTransport on plain TCP). Used when the writer has nothing in hand:
-        # from other tasks while the reader waits (a broadcast, a kick), and by the
-        # reader itself for what it produced, just before it waits for input.
+        # (WebSocketTransport on plain TCP): see the module docstring.
         self._send_nowait: SendNowait | None = getattr(transport, "send_nowait", None)
-        self._waiting_input = False  # the reader is blocked in transport.receive()
         self._drain = False  # send_nowait left a backlog for the writer to finish
 
     # -- called by anyone holding the driver ---------------------------------------------
 
     def flush(self) -> None:
-        """Queue whatever the core has to send; never blocks. Call after every core call
-        (from any task: it also re-arms the reading task's timer if the core's deadline
-        moved earlier, and wakes it if the core closed)."""
+        """Send whatever the core has to send, without blocking: written at once when
+        the transport can and nothing is queued before it, else queued for the writer
+        task. Call after every core call (from any task: it also re-arms the reading
+        task's timer if the core's deadline moved earlier, and wakes it if the core
+        closed)."""
         core = self.core
         chunks = core.data_to_send()
-        if (
-            chunks
-            and self._waiting_input
-            and self._writer_idle
-            and not self._pending
-            and self._send_nowait is not None
-            and not self._overflow
-            and not self._out_closed
-            and self._write_now(chunks)
-        ):
-            pass  # another task's output, the writer idle: written without a wake-up
-        elif chunks and not self._overflow and not self._out_closed:
-            size = sum(map(len, chunks))
-            if (
-                self._queued_bytes + size > self._max_bytes
-                or self._pending_batches >= self._max_queue
-            ):
-                # The peer stopped reading: give up on it without waiting (slow_consumer).
-                self._overflow = True
-                core.abort(CloseCode.SLOW_CONSUMER, "outbound queue full")
-            else:
-                self._pending += chunks
-                self._pending_batches += 1
-                self._queued_bytes += size
-                if self._writer_idle:
-                    self._writer_idle = False
-                    self._wake.set()
+        if chunks and not self._overflow and not self._out_closed:
+            # At once only with nothing queued or being written before it (order).
+            written = (
+                not self._pending
+                and not self._writing
+                and self._send_nowait is not None
+                and self._write_now(chunks)
+            )
+            if not written:
+                self._queue(chunks)
+                self._start_writer()
         scope = self._read_scope
         if scope is None:
             return
@@ -136,6 +133,29 @@ class ConnectionDriver:
             if at < scope.deadline:
                 scope.deadline = at
 
+    def _defer(self) -> None:
+        """The reading task's own flush: queue the core's output; the reader writes it
+        all at once when it next waits for input or yields (module docstring)."""
+        chunks = self.core.data_to_send()
+        if chunks and not self._overflow and not self._out_closed:
+            self._queue(chunks)
+
+    def _queue(self, chunks: list[bytes]) -> None:
+        size = sum(map(len, chunks))
+        if self._queued_bytes + size > self._max_bytes or self._pending_batches >= self._max_queue:
+            # The peer stopped reading: give up on it without waiting (slow_consumer).
+            self._overflow = True
+            self.core.abort(CloseCode.SLOW_CONSUMER, "outbound queue full")
+            return
+        self._pending += chunks
+        self._pending_batches += 1
+        self._queued_bytes += size
+
+    def _start_writer(self) -> None:
+        if not self._writing and self._tg is not None:
+            self._writing = True
+            self._tg.start_soon(self._writer)
+
     def _write_now(self, chunks: list[bytes]) -> bool:
         """Hand ``chunks`` to the transport's ``send_nowait``; whether it took them. A
         backlog (the kernel buffer was full) is left to the writer."""
@@ -150,20 +170,22 @@ class ConnectionDriver:
         backlog: int = getattr(self.transport, "backlog", 0)
         if taken and backlog:
             self._drain = True
-            if self._writer_idle:
-                self._writer_idle = False
-                self._wake.set()
+            self._start_writer()
         return taken
 
-    def _send_pending_now(self) -> None:
-        """The reader, about to wait for input: write what it produced at once rather
-        than leave it to the writer task's next turn (one event-loop pass less per reply;
-        the writer, if it was woken, then finds nothing to do)."""
+    def _send_pending(self) -> None:
+        """The reader, about to wait or yield: write everything queued in one go, at once
+        if the transport can (it refuses while the writer is mid-write), else by the
+        writer task."""
         batch = self._pending
-        if batch and self._send_nowait is not None and self._write_now(batch):
+        if not batch:
+            return
+        if self._send_nowait is not None and self._write_now(batch):
             self._pending = []
             self._pending_batches = 0
             self._queued_bytes -= sum(map(len, batch))
+        else:
+            self._start_writer()
 
     def wake(self) -> None:
         """Make the reading task deliver the core's pending events now (e.g. after an
@@ -177,13 +199,16 @@ class ConnectionDriver:
         """Drive the connection to its end, then close the transport with its code."""
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer)
+                self._tg = tg
+                if self._pending:  # flushed before run() (the client's CONNECT)
+                    self._start_writer()
                 try:
                     await self._read_loop()
                 finally:
                     # Let the writer send what the core produced last (ERROR, CLOSE, KICKED).
                     self._out_closed = True
-                    self._wake.set()
+                    if self._pending or self._drain:
+                        self._start_writer()
                     if self._overflow:
                         tg.cancel_scope.cancel()
                     else:
@@ -220,8 +245,9 @@ class ConnectionDriver:
                     due = core.next_deadline()
                     if due is not None and due <= t:
                         core.handle_timer(t)
-                        self.flush()
+                        self._defer()
                         await self._deliver()
+                    self._send_pending()  # the burst's replies, in one write
                     await anyio.lowlevel.checkpoint()
                     # Another task may have made events meanwhile (wake() finds no read
                     # scope to cancel here).
@@ -231,14 +257,10 @@ class ConnectionDriver:
                 burst = 0
                 deadline = core.next_deadline()
                 wait = math.inf if deadline is None else max(0.0, deadline - now())
-                self._send_pending_now()
+                self._send_pending()  # everything this read produced, in one write
                 with anyio.CancelScope(deadline=anyio.current_time() + wait) as scope:
                     self._read_scope = scope
-                    self._waiting_input = True
-                    try:
-                        item = await transport.receive()
-                    finally:
-                        self._waiting_input = False
+                    item = await transport.receive()
                 self._read_scope = None
                 t = now()
                 if core.closed:  # closed from another task while we were reading
@@ -254,8 +276,7 @@ class ConnectionDriver:
                 core.receive_close(item.number, item.reason, t)
             else:
                 feed(item, t)
-            # The core's own replies (PONG, ERROR) go out before any handler runs.
-            self.flush()
+            self._defer()  # the core's own replies (PONG, ERROR) go first
             # _deliver, inlined (a coroutine call per message is measurable); handlers
             # flush what they send, one more flush covers those that do not.
             events = core.events_received()
@@ -264,7 +285,7 @@ class ConnectionDriver:
                     for event in events:
                         await on_event(event)
                     events = core.events_received()
-                self.flush()
+                self._defer()
         await self._deliver()
 
     async def _deliver(self) -> None:
@@ -275,26 +296,24 @@ class ConnectionDriver:
         while events := core.events_received():
             for event in events:
                 await on_event(event)
-            self.flush()
+            self._defer()
 
     async def _writer(self) -> None:
+        """Write what is queued until nothing is; started when needed (module
+        docstring), so an idle connection has no writer task."""
         transport = self.transport
-        while True:
-            if not self._pending and not self._drain:
-                if self._out_closed:
-                    return
-                self._wake = anyio.Event()
-                self._writer_idle = True
-                await self._wake.wait()
-                continue
-            self._drain = False  # a send, even of nothing, writes the backlog first
-            # Everything flushed since the last write goes out in one transport.send.
-            batch, self._pending = self._pending, []
-            self._pending_batches = 0
-            size = sum(map(len, batch))
-            if not self._transport_gone:
-                try:
-                    await transport.send(batch)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    self._transport_gone = True
-            self._queued_bytes -= size
+        try:
+            while self._pending or self._drain:
+                self._drain = False  # a send, even of nothing, writes the backlog first
+                # Everything flushed since the last write goes out in one transport.send.
+                batch, self._pending = self._pending, []
+                self._pending_batches = 0
+                size = sum(map(len, batch))
+                if not self._transport_gone:
+                    try:
+                        await transport.send(batch)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        self._transport_gone = True
+                self._queued_bytes -= size
+        finally:
+            self._writing = False

@@ -64,16 +64,20 @@ class TcpStream(anyio.abc.ByteStream):
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
+            data: bytes | None
             try:
                 data = sock.recv(max_bytes)
             except BlockingIOError:
-                self._eager = 0
-                await anyio.wait_readable(sock)
-                continue
+                data = None  # wait below, not in the except block: waiting there would
+                # keep the exception and its traceback alive, per idle connection
             except OSError as exc:
                 if self._closed:
                     raise anyio.ClosedResourceError from None
                 raise anyio.BrokenResourceError(f"receive failed: {exc!r}") from exc
+            if data is None:
+                self._eager = 0
+                await anyio.wait_readable(sock)
+                continue
             if not data:
                 raise anyio.EndOfStream
             self._eager += 1

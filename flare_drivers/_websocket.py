@@ -42,7 +42,7 @@ import h11
 from anyio.abc import ByteStream, SocketAttribute
 from anyio.streams.tls import TLSStream
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -109,7 +109,7 @@ class WebSocketTransport:
         self.framing = Framing.MESSAGE
         self.remote = remote
         self._stream = stream
-        self._ws = ws
+        self._ws: WSConnection | Connection = ws
         self._max = max_message
         self._close_timeout = close_timeout
         self._messages: collections.deque[bytes] = collections.deque()
@@ -130,6 +130,10 @@ class WebSocketTransport:
         self._need = 0  # ... and the bytes that frame needs in all
         self._absorb()  # frames that arrived together with the handshake
         self._fast = _wsproto_idle(ws)
+        if ws.connection is not None:
+            # The handshake is over and its events were taken: keep only the frame-level
+            # connection, not the h11 handshake state (~2.5 KiB per idle connection).
+            self._ws = ws.connection
         if initial:  # bytes after the upgrade request, not given to wsproto
             if self._fast:
                 self._receive(initial)
