@@ -595,7 +595,12 @@ async def serve_websocket(
 
     async def serve_one(sock: socket.socket) -> None:
         remote = "?"
-        raw = TcpStream(sock)
+        try:
+            raw = TcpStream(sock)
+        except OSError as exc:  # e.g. a socket reset before we could set it up
+            sock.close()
+            log.debug("accepted socket unusable: %r", exc)
+            return
         stream: ByteStream = raw
         try:
             remote = _address(raw.extra(SocketAttribute.remote_address))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from flare_drivers import Hub, connect_websocket
@@ -221,3 +222,28 @@ async def test_driver_falls_back_to_the_writer_when_the_transport_cannot() -> No
             core.close(now())
             driver.flush()
     assert refusing.sent, "the CLOSE frame must reach the transport through the writer"
+
+
+async def test_readiness_stays_registered_while_waited_for_and_lets_go_when_not(
+    anyio_backend: str,
+) -> None:
+    """asyncio: the socket stays registered between waits (no epoll_ctl per message); data
+    nobody waits for unregisters it after two loop passes (it would fire on every pass),
+    and the next wait registers it again and gets the data."""
+    if anyio_backend != "asyncio":
+        pytest.skip("the persistent registration is asyncio's")
+    client, server = await _stream_pair()
+    with anyio.fail_after(5):
+        await client.send(b"one")
+        assert await server.receive() == b"one"
+        await client.send(b"two")
+        assert await server.receive() == b"two"  # waited: registered now
+        readiness = server._readiness
+        assert readiness is not None and readiness.registered
+        await client.send(b"three")
+        for _ in range(5):  # nobody waits while it is readable
+            await anyio.lowlevel.checkpoint()
+        assert not readiness.registered
+        assert await server.receive() == b"three"
+    await client.aclose()
+    await server.aclose()
