@@ -30,6 +30,7 @@ starve our timers or other connections.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,10 @@ log = logging.getLogger("flare")
 EventHandler = Callable[[Event], Awaitable[None]]
 ReceiveNowait = Callable[[], "bytes | TransportClosed | None"]
 SendNowait = Callable[[list[bytes]], bool]
+
+_ALARM_SLACK = 0.001
+"""An alarm ringing this close (seconds) before the core's deadline counts as on time
+(the loop's clock and the core's are different clocks)."""
 
 _BURST = 64
 """Buffered messages processed in a row before the reader yields to the writer: large
@@ -91,6 +96,16 @@ class ConnectionDriver:
         self._overflow = False
         self._transport_gone = False
         self._read_scope: anyio.CancelScope | None = None
+        # On asyncio the reader waits without a deadline and one alarm per connection,
+        # re-armed only when a deadline moves earlier, interrupts it (see _arm): a
+        # deadline per wait put a timer in asyncio's heap for every frame received.
+        # trio (cheap timers) keeps the deadline on the wait.
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_at = math.inf  # core-clock time the alarm is set for
         self._drain_timeout = drain_timeout
         # Optional (not in the Transport protocol): a write made at once, without a task
         # (WebSocketTransport on plain TCP): see the module docstring.
@@ -129,9 +144,48 @@ class ConnectionDriver:
         if deadline is not None:
             # Another task moved a deadline earlier (a SEND's ACK timeout, a shorter PING
             # interval): the reading task must not sleep past it.
+            if self._loop is not None:
+                # Exactly, later too: not per frame (the reading task's own output is
+                # not flushed here), and it spares an alarm armed for a deadline that
+                # is gone (auth_timeout, once the verdict is in) a useless ring.
+                self._arm(deadline, exact=True)
+                return
             at = anyio.current_time() + max(0.0, deadline - now())
             if at < scope.deadline:
                 scope.deadline = at
+
+    def _arm(self, deadline: float, *, exact: bool = False) -> None:
+        """asyncio: have the alarm ring at ``deadline`` (core clock) or earlier. An alarm
+        set for an earlier time is mostly left alone (unless ``exact``): when it rings it
+        re-arms for the core's deadline then. So a deadline that only moves later (the
+        idle deadline, pushed back by every frame) costs no timer per frame."""
+        if deadline >= self._alarm_at:
+            if deadline == self._alarm_at:
+                return
+            if not exact:
+                # Later: keep the alarm unless it would ring before half the time left
+                # (a deadline that is gone, e.g. auth_timeout once accepted): at most one
+                # timer per half idle period instead of one per frame.
+                t = now()
+                if self._alarm_at - t >= (deadline - t) / 2:
+                    return
+        loop = self._loop
+        assert loop is not None
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm_at = deadline
+        self._alarm = loop.call_at(loop.time() + max(0.0, deadline - now()), self._ring)
+
+    def _ring(self) -> None:
+        self._alarm, self._alarm_at = None, math.inf
+        core = self.core
+        deadline = core.next_deadline()
+        if deadline is None or core.closed:
+            return
+        if deadline - now() > _ALARM_SLACK:
+            self._arm(deadline)  # it moved later meanwhile
+        elif self._read_scope is not None:
+            self._read_scope.cancel()  # the reader handles the timer and re-arms
 
     def _defer(self) -> None:
         """The reading task's own flush: queue the core's output; the reader writes it
@@ -215,6 +269,9 @@ class ConnectionDriver:
                         # The peer may have stopped reading: bound the final drain.
                         tg.cancel_scope.deadline = anyio.current_time() + self._drain_timeout
         finally:
+            if self._alarm is not None:
+                self._alarm.cancel()
+                self._alarm, self._alarm_at = None, math.inf
             code = self.core.close_code
             with anyio.CancelScope(shield=True):
                 await self.transport.aclose(
@@ -256,9 +313,15 @@ class ConnectionDriver:
                     continue
                 burst = 0
                 deadline = core.next_deadline()
-                wait = math.inf if deadline is None else max(0.0, deadline - now())
                 self._send_pending()  # everything this read produced, in one write
-                with anyio.CancelScope(deadline=anyio.current_time() + wait) as scope:
+                if self._loop is None:
+                    wait = math.inf if deadline is None else max(0.0, deadline - now())
+                    at = anyio.current_time() + wait
+                else:
+                    if deadline is not None:
+                        self._arm(deadline)
+                    at = math.inf
+                with anyio.CancelScope(deadline=at) as scope:
                     self._read_scope = scope
                     item = await transport.receive()
                 self._read_scope = None
