@@ -12,7 +12,11 @@ times, alternately, one by one:
   state events and the wake-up of the waiting task, reported separately so the protocol's
   cost is not hidden behind the convenience layer's, nor the other way round;
 * peer: the TCP connect and WebSocket upgrade alone (``connect_websocket``), against the
-  same server, with no flare protocol.
+  same server, with no flare protocol;
+* floor (``extra``): the peer plus one WebSocket Ping → Pong round trip on an upgraded
+  connection (answered by wsproto, no flare code): what any protocol with one request and
+  one answer after the upgrade must cost at least. CONNECT → CONNECT_ACK is such a round
+  trip, so ``floor_ratio`` is the best ratio any handshake can reach here.
 
 Only the handshake is timed; the close that follows is not. Each repeat is the median of
 ``per_repeat`` handshakes of each kind, and the ratio is the median of the per-repeat
@@ -31,28 +35,34 @@ import time
 
 import anyio
 from _common import Child, Row, cost_row
+from wsproto.events import Ping, Pong
 
 from flare_drivers import Client, connect_websocket
 from flare_drivers._clock import now, process_ids
 from flare_drivers._transport import TransportClosed
-from flare_proto import ClientConfig, ClientConnection, HandshakeCompleted
+from flare_proto import ClientConfig, ClientConnection, Format, HandshakeCompleted
 
-CONFIG = ClientConfig()
+CONFIG = ClientConfig(format=Format.PROTOBUF)  # as P3, P6-P8
+JSON_CONFIG = ClientConfig()  # v0.1.2's default: JSON
 IDS = process_ids()
+
+
+async def _core_json(url: str) -> float:
+    return await _core(url, JSON_CONFIG)
 
 
 async def _flare(url: str) -> float:
     start = time.perf_counter()
-    async with Client([url]) as client:
+    async with Client([url], CONFIG) as client:
         await client.wait_connected()
         elapsed = time.perf_counter() - start
     return elapsed * 1000
 
 
-async def _core(url: str) -> float:
+async def _core(url: str, config: ClientConfig = CONFIG) -> float:
     start = time.perf_counter()
     transport = await connect_websocket(url)
-    core = ClientConnection(CONFIG, ids=IDS, framing=transport.framing)
+    core = ClientConnection(config, ids=IDS, framing=transport.framing)
     core.connect(now())
     await transport.send(core.data_to_send())
     done = False
@@ -72,6 +82,23 @@ async def _core(url: str) -> float:
     return elapsed * 1000
 
 
+async def _round_trip(url: str) -> float:
+    """After the upgrade, one WebSocket Ping → Pong (answered by the server's wsproto, no
+    flare protocol): the cost of any one more round trip, the floor of what CONNECT →
+    CONNECT_ACK can add to the upgrade."""
+    transport = await connect_websocket(url)
+    stream, ws = transport._stream, transport._ws  # private: a benchmark probe
+    start = time.perf_counter()
+    await stream.send(ws.send(Ping(b"rtt")))
+    while True:
+        ws.receive_data(await stream.receive())
+        if any(isinstance(e, Pong) for e in ws.events()):
+            break
+    elapsed = time.perf_counter() - start
+    await transport.aclose(None, "")
+    return elapsed * 1000
+
+
 async def _bare(url: str) -> float:
     start = time.perf_counter()
     transport = await connect_websocket(url)
@@ -82,20 +109,20 @@ async def _bare(url: str) -> float:
 
 async def _measure(
     url: str, repeats: int, per_repeat: int
-) -> tuple[list[float], list[float], list[float]]:
-    kinds = (_core, _flare, _bare)
+) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+    kinds = (_core, _flare, _core_json, _round_trip, _bare)
     for _ in range(5):  # warm-up: imports, caches, the server's first connections
         for kind in kinds:
             await kind(url)
-    samples: list[list[float]] = [[], [], []]
+    samples: list[list[float]] = [[] for _ in kinds]
     for _ in range(repeats):
-        these: list[list[float]] = [[], [], []]
+        these: list[list[float]] = [[] for _ in kinds]
         for _ in range(per_repeat):
             for index, kind in enumerate(kinds):
                 these[index].append(await kind(url))
-        for index in range(3):
+        for index in range(len(kinds)):
             samples[index].append(statistics.median(these[index]))
-    return samples[0], samples[1], samples[2]
+    return samples[0], samples[1], samples[2], samples[3], samples[4]
 
 
 def measure(quick: bool) -> list[Row]:
@@ -105,7 +132,7 @@ def measure(quick: bool) -> list[Row]:
     with Child(serve, quiet=True) as server:
         bound = server.line()
         url = f"ws://{bound['ws']}"
-        core, client, peer = anyio.run(_measure, url, repeats, per_repeat)
+        core, client, json, trip, peer = anyio.run(_measure, url, repeats, per_repeat)
     row = cost_row(
         "P5",
         "CONNECT → CONNECT_ACK on loopback WS",
@@ -114,12 +141,14 @@ def measure(quick: bool) -> list[Row]:
         peer,
         "ms",
         1.5,
-        note="flare = transport + client core; the Client API end to end in extra",
+        note="flare = transport + client core, Protobuf; Client API and JSON in extra",
     )
-    client_ratio = statistics.median(c / p for c, p in zip(client, peer, strict=True))
-    row.extra.update(
-        client_ms=round(statistics.median(client), 4), client_ratio=round(client_ratio, 3)
-    )
+    floor = [p + t for p, t in zip(peer, trip, strict=True)]  # upgrade + one round trip
+    for name, values in (("client", client), ("json", json), ("floor", floor)):
+        ratio = statistics.median(v / p for v, p in zip(values, peer, strict=True))
+        row.extra[f"{name}_ms"] = round(statistics.median(values), 4)
+        row.extra[f"{name}_ratio"] = round(ratio, 3)
+    row.extra["round_trip_ms"] = round(statistics.median(trip), 4)
     return [row]
 
 

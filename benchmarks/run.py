@@ -9,7 +9,9 @@ what each row does exactly, and the README's Performance section for the latest 
     .venv/bin/python benchmarks/run.py                            # the full run
     .venv/bin/python benchmarks/run.py --only P1,P5               # some rows
 
-Exit status 0 when every row ran (whether or not a goal was met); 1 if a row failed to run.
+Needs the test extra (``pip install -e '.[test]'``: the ``websockets`` peer). Exit status 0
+when every row ran (whether or not a goal was met); 1 if a row failed to run; 2 if the
+peers are not installed.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = {x.strip().upper() for x in args.only.split(",")} if args.only else None
 
+    try:  # the peers: websockets comes with the test extra
+        importlib.import_module("websockets")
+    except ImportError:
+        print("benchmarks/run.py needs the peers: .venv/bin/pip install -e '.[test]'")
+        return 2
     started = time.monotonic()
     info = machine()
     print(
