@@ -47,22 +47,10 @@ from flare_drivers._transport import TransportClosed
 from flare_drivers._websocket import WebSocketTransport, _accept_loop, serve_websocket
 from flare_proto import ClientConfig, Format, FrameReceived, ServerConfig
 
-from .hubtools import running, url
+from .hubtools import running, stream_pair, url
 
 pytestmark = pytest.mark.anyio
 
-
-async def _stream_pair() -> tuple[TcpStream, TcpStream]:
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    listening.listen()
-    try:
-        with anyio.fail_after(5):
-            client = await connect_tcp("127.0.0.1", listening.getsockname()[1])
-            (accepted,) = await accept_ready(listening)
-    finally:
-        listening.close()
-    return client, TcpStream(accepted)
 
 
 @contextmanager
@@ -94,7 +82,7 @@ def _unresponsive(family: socket.AddressFamily, host: str, port: int) -> list[so
 async def test_tcp_stream_receive_is_cancel_safe() -> None:
     """A receive cancelled before it returns must leave the bytes in the stream (anyio's
     socket streams, and trio's, check for cancellation before taking data)."""
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     try:
         await client.send(bytes(range(40)))
         await anyio.sleep(0.05)
@@ -248,7 +236,7 @@ async def test_connect_skips_an_address_family_the_host_cannot_create(
 async def test_tcp_stream_reports_ports_like_anyio_socket_streams() -> None:
     """Code written against anyio's socket streams asks for ``remote_port`` and
     ``local_port`` (anyio's SocketStream provides both for TCP)."""
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     try:
         port = server.extra(SocketAttribute.local_address)[1]
         assert client.extra(SocketAttribute.remote_port) == port
@@ -311,7 +299,7 @@ async def test_aclose_with_a_backlog_is_bounded_when_the_peer_never_reads() -> N
 
 
 async def test_close_wakes_a_task_waiting_to_write() -> None:
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -437,7 +425,7 @@ async def partial_serve(
 
 
 async def test_receive_lets_other_tasks_run_while_data_never_runs_out() -> None:
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     ticks = 0
     try:
         await client.send(bytes(256 * 1024))

@@ -21,31 +21,19 @@ import pytest
 from flare_drivers import Hub, connect_websocket
 from flare_drivers._clock import now
 from flare_drivers._loop import ConnectionDriver
-from flare_drivers._tcp import TcpStream, accept_ready, connect_tcp
+from flare_drivers._tcp import connect_tcp
 from flare_drivers._transport import TransportClosed
 from flare_drivers._websocket import WebSocketTransport, serve_websocket
 from flare_proto import ClientConfig, ClientConnection, Format, HandshakeCompleted, ServerConfig
 
-from .hubtools import running, url
+from .hubtools import running, stream_pair, url
 
 pytestmark = pytest.mark.anyio
 
 
-async def _stream_pair() -> tuple[TcpStream, TcpStream]:
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    listening.listen()
-    try:
-        with anyio.fail_after(5):
-            client = await connect_tcp("127.0.0.1", listening.getsockname()[1])
-            (accepted,) = await accept_ready(listening)
-    finally:
-        listening.close()
-    return client, TcpStream(accepted)
-
 
 async def test_tcp_stream_round_trip_and_end_of_stream() -> None:
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     with anyio.fail_after(5):
         await client.send(b"hello")
         assert await server.receive() == b"hello"
@@ -63,7 +51,7 @@ async def test_tcp_stream_round_trip_and_end_of_stream() -> None:
 
 
 async def test_tcp_stream_partial_write_then_send_completes() -> None:
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     big = bytes(range(256)) * 16384  # 4 MiB: more than the socket buffers hold
     sent = client.send_nowait(big)
@@ -84,7 +72,7 @@ async def test_tcp_stream_partial_write_then_send_completes() -> None:
 
 
 async def test_tcp_stream_close_wakes_a_waiting_reader() -> None:
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
 
@@ -232,7 +220,7 @@ async def test_readiness_stays_registered_while_waited_for_and_lets_go_when_not(
     and the next wait registers it again and gets the data."""
     if anyio_backend != "asyncio":
         pytest.skip("the persistent registration is asyncio's")
-    client, server = await _stream_pair()
+    client, server = await stream_pair()
     with anyio.fail_after(5):
         await client.send(b"one")
         assert await server.receive() == b"one"

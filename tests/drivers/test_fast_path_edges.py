@@ -73,24 +73,18 @@ from flare_proto import (
 )
 from flare_proto._frames import DATA, KICKED, PING, SEND
 
+from .hubtools import ws_pair
+
 pytestmark = pytest.mark.anyio
 
 KEY = b"\x11\x22\x33\x44"
+
 
 
 def masked(payload: bytes, key: bytes = KEY) -> bytes:
     """``key`` then ``payload`` masked with it (RFC 6455 §5.3)."""
     return key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
-
-def pair() -> tuple[WSConnection, WSConnection]:
-    """A wsproto client and server past the opening handshake."""
-    client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
-    server.receive_data(client.send(Request(host="x", target="/")))
-    list(server.events())
-    client.receive_data(server.send(AcceptConnection()))
-    list(client.events())
-    return client, server
 
 
 class FakeStream:
@@ -133,7 +127,7 @@ async def drain(t: WebSocketTransport) -> list[bytes | TransportClosed]:
 
 def close_codes(sent: list[bytes], *, client: bool) -> list[int]:
     """Close codes in what a transport wrote (parsed by a wsproto peer)."""
-    peer_client, peer_server = pair()
+    peer_client, peer_server = ws_pair()
     peer = peer_server if client else peer_client
     peer.receive_data(b"".join(sent))
     return [int(e.code) for e in peer.events() if isinstance(e, CloseConnection)]
@@ -154,7 +148,7 @@ NON_MINIMAL = {
 @pytest.mark.parametrize("case", list(NON_MINIMAL))
 async def test_non_minimal_payload_length_is_a_protocol_error(side: str, case: str) -> None:
     length, payload = NON_MINIMAL[case]
-    client, server = pair()
+    client, server = ws_pair()
     if side == "server":  # a client's frame: masked
         wire = b"\x82" + bytes([length[0] | 0x80]) + length[1:] + masked(payload)
         stream, ws = FakeStream([wire]), server
@@ -171,7 +165,7 @@ async def test_no_data_is_delivered_after_a_control_frame_protocol_error() -> No
     """A Ping whose length is not minimally encoded is a protocol error wsproto reports
     (1002); the data frames after it in the same read must not reach the application
     (wsproto stops parsing there; the fast path goes on)."""
-    client, server = pair()
+    client, server = ws_pair()
     bad_ping = b"\x89\xfe" + (2).to_bytes(2, "big") + masked(b"pp")
     after = client.send(BytesMessage(data=b"after"))
     later = client.send(BytesMessage(data=b"later"))
@@ -210,7 +204,7 @@ async def test_initial_bytes_are_not_fast_parsed_when_the_fast_path_is_off(
     request are fast-parsed anyway: a partial frame among them is held back and wsproto
     later gets the rest of that frame without its start."""
     monkeypatch.setattr(websocket, "_wsproto_idle", lambda ws: False)
-    client, server = pair()
+    client, server = ws_pair()
     wire = client.send(BytesMessage(data=b"0123456789"))
     t = over(FakeStream([wire[3:]]), server, initial=wire[:3])
     assert not t._fast
@@ -222,7 +216,7 @@ async def test_eof_inside_a_frame_then_aclose_does_not_raise(side: str) -> None:
     """The peer's FIN arrives while the fast path holds the start of a frame: receive()
     reports the close (1006 → no code), then aclose(), "never raises", raises wsproto's
     LocalProtocolError ("Connection already closed.") and never closes the stream."""
-    client, server = pair()
+    client, server = ws_pair()
     sender, ws = (client, server) if side == "server" else (server, client)
     wire = sender.send(BytesMessage(data=b"x" * 300))
     stream = FakeStream([wire[:10]])
@@ -345,7 +339,7 @@ SPLIT_SIZES = [0, 1, 4, 125, 126, 127, 300, 65535, 65536, 70000]
 @pytest.mark.parametrize("side", ["server", "client"])
 def test_byte_at_a_time_matches_whole(side: str) -> None:
     """Every split point (inside headers, extended lengths, masking keys, payloads)."""
-    client, server = pair()
+    client, server = ws_pair()
     sender, receiver = (client, server) if side == "server" else (server, client)
     wire, expected, pings = mixed_wire(sender, SPLIT_SIZES)
     t = over(FakeStream([]), receiver)
@@ -358,7 +352,7 @@ def test_byte_at_a_time_matches_whole(side: str) -> None:
 
 @pytest.mark.parametrize("side", ["server", "client"])
 def test_two_reads_split_at_every_header_position(side: str) -> None:
-    client, server = pair()
+    client, server = ws_pair()
     sender, receiver = (client, server) if side == "server" else (server, client)
     for size in (5, 126, 65536):
         first = sender.send(BytesMessage(data=b"a" * size))
@@ -371,7 +365,7 @@ def test_two_reads_split_at_every_header_position(side: str) -> None:
 
 
 def test_client_rejects_a_masked_server_frame() -> None:
-    client, _ = pair()
+    client, _ = ws_pair()
     t = over(FakeStream([]), client)
     t._receive(_frames([b"ok"]) + b"\x82\x82" + masked(b"no"))
     assert list(t._messages) == [b"ok"]
@@ -379,7 +373,7 @@ def test_client_rejects_a_masked_server_frame() -> None:
 
 
 def test_fragmented_text_with_utf8_split_across_fragments() -> None:
-    client, server = pair()
+    client, server = ws_pair()
     t = over(FakeStream([]), server)
     text = "aé€𝄞z".encode()
     wire = b"".join(
@@ -396,7 +390,7 @@ def test_fragmented_text_with_utf8_split_across_fragments() -> None:
 
 async def test_rsv_bits_and_reserved_opcodes_are_wsprotos_errors() -> None:
     for first in (0xC2, 0xA2, 0x92, 0x83, 0x8B, 0x80):  # RSV1/2/3, opcodes 3 and 0xB, CONT
-        client, server = pair()
+        client, server = ws_pair()
         stream = FakeStream(
             [client.send(BytesMessage(data=b"ok")) + bytes([first, 0x82]) + masked(b"no")]
         )
@@ -407,7 +401,7 @@ async def test_rsv_bits_and_reserved_opcodes_are_wsprotos_errors() -> None:
 
 
 async def test_oversize_single_frame_and_64_bit_length() -> None:
-    client, server = pair()
+    client, server = ws_pair()
     huge = b"\x82\xff" + (1 << 63 | 5).to_bytes(8, "big") + masked(b"hello")
     stream = FakeStream([client.send(BytesMessage(data=b"m" * 50)) + huge])
     items = await drain(over(stream, server, max_message=40))
@@ -418,7 +412,7 @@ async def test_oversize_single_frame_and_64_bit_length() -> None:
 async def test_partial_frame_then_aclose_runs_the_closing_handshake() -> None:
     """aclose() while a partial frame is held (connection still open): the held bytes go
     to wsproto and our Close goes out."""
-    client, server = pair()
+    client, server = ws_pair()
     wire = client.send(BytesMessage(data=b"x" * 300))
     stream = FakeStream([wire[:6]])
     stream.eof = False  # then block, as an open connection does
@@ -475,7 +469,7 @@ async def test_frames_in_the_upgrade_read_and_close_after_data() -> None:
     Close reply."""
     seen: list[bytes | TransportClosed] = []
     # The raw client masks with wsproto; its frames are built before the handshake.
-    builder, _ = pair()
+    builder, _ = ws_pair()
     first = builder.send(BytesMessage(data=b"early"))
     split = builder.send(BytesMessage(data=b"s" * 200))
     tail = b"".join(builder.send(BytesMessage(data=b"%d" % i)) for i in range(3))

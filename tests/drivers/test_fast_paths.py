@@ -19,13 +19,11 @@ from typing import Any, cast
 
 import anyio
 import pytest
-from wsproto import ConnectionType, WSConnection
+from wsproto import WSConnection
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Ping,
-    Request,
     TextMessage,
 )
 from wsproto.frame_protocol import FrameProtocol
@@ -45,17 +43,10 @@ from flare_proto import (
     ServerConnection,
 )
 
+from .hubtools import ws_pair
+
 SIZES = [0, 1, 3, 4, 5, 125, 126, 127, 300, 65535, 65536, 70000]
 
-
-def pair() -> tuple[WSConnection, WSConnection]:
-    """A wsproto client and server past the opening handshake."""
-    client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
-    server.receive_data(client.send(Request(host="x", target="/")))
-    list(server.events())
-    client.receive_data(server.send(AcceptConnection()))
-    list(client.events())
-    return client, server
 
 
 def transport(ws: WSConnection, max_message: int = 1 << 20) -> WebSocketTransport:
@@ -83,7 +74,7 @@ def test_written_frames_parse_in_wsproto(size: int) -> None:
 def test_server_fast_path_matches_wsproto_any_chunking() -> None:
     rng = random.Random(7)
     for _ in range(100):
-        client, server = pair()
+        client, server = ws_pair()
         t = transport(server)
         assert t._fast
         expected: list[bytes] = []
@@ -110,7 +101,7 @@ def test_server_fast_path_matches_wsproto_any_chunking() -> None:
 
 def test_client_fast_path_reads_server_frames() -> None:
     rng = random.Random(8)
-    client, server = pair()
+    client, server = ws_pair()
     t = transport(client)
     chunks = [os.urandom(rng.choice(SIZES)) for _ in range(30)]
     feed(t, _frames(chunks) + server.send(Ping(payload=b"")), rng)
@@ -119,7 +110,7 @@ def test_client_fast_path_reads_server_frames() -> None:
 
 
 def test_fragmented_message_hands_over_to_wsproto() -> None:
-    client, server = pair()
+    client, server = ws_pair()
     t = transport(server)
     wire = client.send(BytesMessage(data=b"whole"))
     wire += client.send(BytesMessage(data=b"frag", message_finished=False))
@@ -140,7 +131,7 @@ def test_fragmented_message_hands_over_to_wsproto() -> None:
     ],
 )
 def test_violations_get_wsproto_close_codes(make: Any, code: int) -> None:
-    client, server = pair()
+    client, server = ws_pair()
     t = transport(server)
     t._receive(client.send(BytesMessage(data=b"first")) + make(client))
     assert list(t._messages) == [b"first"]
@@ -149,7 +140,7 @@ def test_violations_get_wsproto_close_codes(make: Any, code: int) -> None:
 
 
 def test_oversize_message_is_cut_to_the_limit_plus_one() -> None:
-    client, server = pair()
+    client, server = ws_pair()
     t = transport(server, max_message=100)
     wire = client.send(BytesMessage(data=b"a" * 100)) + client.send(BytesMessage(data=b"b" * 500))
     t._receive(wire)
