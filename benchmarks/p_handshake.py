@@ -18,9 +18,12 @@ times, alternately, one by one:
   one answer after the upgrade must cost at least. CONNECT → CONNECT_ACK is such a round
   trip, so ``floor_ratio`` is the best ratio any handshake can reach here.
 
-Only the handshake is timed; the close that follows is not. Each repeat is the median of
-``per_repeat`` handshakes of each kind, and the ratio is the median of the per-repeat
-ratios flare / peer (goal ≤ 1.5).
+Only the handshake is timed; the close that follows is not, and each handshake starts
+2 ms after the previous one ended, so the server has finished closing it (back to back,
+a handshake overlapped the server's teardown of the one before — flare's close does
+more, a CLOSE frame first — and each measured its neighbour's cost too). Each repeat is
+the median of ``per_repeat`` handshakes of each kind, and the ratio is the median of the
+per-repeat ratios flare / peer (goal ≤ 1.5).
 
     .venv/bin/python benchmarks/p_handshake.py [--quick]
 """
@@ -42,6 +45,7 @@ from flare_drivers._clock import now, process_ids
 from flare_drivers._transport import TransportClosed
 from flare_proto import ClientConfig, ClientConnection, Format, HandshakeCompleted
 
+_SETTLE = 0.002
 CONFIG = ClientConfig(format=Format.PROTOBUF)  # as P3, P6-P8
 JSON_CONFIG = ClientConfig()  # v0.1.2's default: JSON
 IDS = process_ids()
@@ -119,6 +123,9 @@ async def _measure(
         these: list[list[float]] = [[] for _ in kinds]
         for _ in range(per_repeat):
             for index, kind in enumerate(kinds):
+                # The server finishes closing the previous connection first, so that no
+                # handshake pays for another's teardown (flare's close does more).
+                await anyio.sleep(_SETTLE)
                 these[index].append(await kind(url))
         for index in range(len(kinds)):
             samples[index].append(statistics.median(these[index]))
