@@ -97,8 +97,8 @@ class ConnectionDriver:
         self._transport_gone = False
         self._read_scope: anyio.CancelScope | None = None
         # On asyncio the reader waits without a deadline and one alarm per connection,
-        # re-armed only when a deadline moves earlier, interrupts it (see _arm): a
-        # deadline per wait put a timer in asyncio's heap for every frame received.
+        # seldom re-armed (see _arm), interrupts it: a deadline per wait put a timer in
+        # asyncio's heap for every frame received.
         # trio (cheap timers) keeps the deadline on the wait.
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
