@@ -15,11 +15,12 @@ no task per frame: DESIGN §1), and writes. Output leaves in one of two ways:
 
 What the reading task itself produces (the core's PONG or ERROR, the hub's ACK after a
 handler) is queued, not written, and goes out in one write when the reader next waits
-for input or yields: the replies of one read, or of a burst, share a system call. (A
-handler that blocks delays these along with the rest of that connection's input; what
-it sends itself is flushed at once.) If the list is over its bounds the peer is not
-reading: the connection is closed with ``slow_consumer`` and nobody waits for it
-(DESIGN §6).
+for input or yields: the replies of one read, or of a burst, share a system call. So
+that a handler which waits on something slow does not hold them back, a writer is
+started before a handler runs while replies are queued; it only gets to run if the
+handler does wait (otherwise the reader has written everything first, and it ends).
+If the list is over its bounds the peer is not reading: the connection is closed with
+``slow_consumer`` and nobody waits for it (DESIGN §6).
 
 Input that the transport already holds (a WebSocket read carries many messages) is taken
 with its optional ``receive_nowait`` without a cancel scope per message; every
@@ -346,6 +347,11 @@ class ConnectionDriver:
             if events:
                 while events:
                     for event in events:
+                        if self._pending and not self._writing:
+                            # A handler may wait on something slow: the replies queued so
+                            # far must not wait with it. The writer runs only if it does;
+                            # otherwise the reader writes them first and the writer ends.
+                            self._start_writer()
                         await on_event(event)
                     events = core.events_received()
                 self._defer()
@@ -358,6 +364,8 @@ class ConnectionDriver:
         on_event = self._on_event
         while events := core.events_received():
             for event in events:
+                if self._pending and not self._writing:
+                    self._start_writer()  # as in _read_loop
                 await on_event(event)
             self._defer()
 

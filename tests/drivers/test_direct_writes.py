@@ -235,3 +235,44 @@ async def test_readiness_stays_registered_while_waited_for_and_lets_go_when_not(
         assert await server.receive() == b"three"
     await client.aclose()
     await server.aclose()
+
+
+async def test_a_handler_that_waits_does_not_hold_back_earlier_acks() -> None:
+    """Two SENDs in one read: while the handler of the second waits, the ACK of the first
+    (queued by the reading task) goes out anyway."""
+    from flare_proto import CommandKind, MessageAcked
+
+    release = anyio.Event()
+    hub = Hub(ServerConfig(default_format=Format.PROTOBUF))
+
+    @hub.router.on(CommandKind.SEND)
+    async def handler(conn: object, frame: object) -> None:
+        payload = frame.command.message.payload  # type: ignore[attr-defined]
+        if payload == b"slow":
+            await release.wait()
+
+    async with running(hub, ("ws",)) as bound:
+        transport = await connect_websocket(url(bound, "ws"))
+        core = ClientConnection(ClientConfig(format=Format.PROTOBUF))
+        core.connect(now())
+        await transport.send(core.data_to_send())
+        with anyio.fail_after(5):
+            while not any(isinstance(e, HandshakeCompleted) for e in core.events_received()):
+                item = await transport.receive()
+                assert not isinstance(item, TransportClosed)
+                core.receive_message(item, now())
+            fast = core.send_message(b"fast", now())
+            core.send_message(b"slow", now())
+            await transport.send(core.data_to_send())  # one write: one read on the server
+            acked: list[str] = []
+            while not acked:
+                item = await transport.receive()
+                assert not isinstance(item, TransportClosed)
+                core.receive_message(item, now())
+                acked += [
+                    e.message_id for e in core.events_received() if isinstance(e, MessageAcked)
+                ]
+            assert acked == [fast]  # while the second handler still waits
+            assert not release.is_set()
+            release.set()
+        await transport.aclose(None, "")
