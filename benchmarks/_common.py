@@ -71,6 +71,15 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def paired_ratio(flare: Sequence[float], peer: Sequence[float], *, inverse: bool = False) -> float:
+    """The median of the per-repeat ratios flare / peer (peer / flare with ``inverse``):
+    repeat i of flare was measured next to repeat i of the peer, so each ratio compares
+    like with like, which holds better than a ratio of medians on a machine whose load
+    changes during the run."""
+    pairs = zip(flare, peer, strict=True)
+    return statistics.median([p / f if inverse else f / p for f, p in pairs])
+
+
 def speed_row(
     id: str,
     measure: str,
@@ -83,29 +92,11 @@ def speed_row(
     rate: bool,
     note: str = "",
 ) -> Row:
-    """A "flare at least ``goal`` times as fast as the peer" row from paired samples
-    (repeat i of flare was measured next to repeat i of the peer).
-
+    """A "flare at least ``goal`` times as fast as the peer" row from paired samples.
     With ``rate`` the samples are rates (higher is better) and the ratio is flare / peer;
-    otherwise they are costs per operation and the ratio is peer / flare. The ratio is the
-    median of the per-repeat ratios, which holds better than a ratio of medians on a
-    machine whose load changes during the run.
-    """
-    pairs = list(zip(flare, peer, strict=True))
-    ratios = [f / p if rate else p / f for f, p in pairs]
-    return Row(
-        id,
-        measure,
-        peer_name,
-        statistics.median(flare),
-        statistics.median(peer),
-        unit,
-        statistics.median(ratios),
-        goal,
-        at_least=True,
-        note=note,
-        extra={"repeats": len(pairs)},
-    )
+    otherwise they are costs per operation and the ratio is peer / flare."""
+    ratio = paired_ratio(flare, peer, inverse=not rate)
+    return _row(id, measure, peer_name, flare, peer, unit, ratio, goal, True, note)
 
 
 def cost_row(
@@ -119,9 +110,24 @@ def cost_row(
     *,
     note: str = "",
 ) -> Row:
-    """A "flare costs at most ``goal`` times the peer" row (latency, memory): the ratio
-    is the median of the paired per-repeat flare / peer ratios."""
-    ratios = [f / p for f, p in zip(flare, peer, strict=True)]
+    """A "flare costs at most ``goal`` times the peer" row (latency, memory) from paired
+    samples: the ratio is flare / peer."""
+    ratio = paired_ratio(flare, peer)
+    return _row(id, measure, peer_name, flare, peer, unit, ratio, goal, False, note)
+
+
+def _row(
+    id: str,
+    measure: str,
+    peer_name: str,
+    flare: Sequence[float],
+    peer: Sequence[float],
+    unit: str,
+    ratio: float,
+    goal: float,
+    at_least: bool,
+    note: str,
+) -> Row:
     return Row(
         id,
         measure,
@@ -129,28 +135,33 @@ def cost_row(
         statistics.median(flare),
         statistics.median(peer),
         unit,
-        statistics.median(ratios),
+        ratio,
         goal,
-        at_least=False,
+        at_least=at_least,
         note=note,
-        extra={"repeats": len(ratios)},
+        extra={"repeats": len(flare)},
     )
 
 
-def raise_nofile() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit."""
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the new (soft, hard)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
     if soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return sum(cpu_split(pid))
 
 
 def rss_bytes(pid: int) -> int:

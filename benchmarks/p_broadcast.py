@@ -70,14 +70,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-
-try:  # imported as part of the benchmarks package (run.py)
-    from ._common import Child, Row, cpu_seconds, emit, raise_nofile, speed_row
-except ImportError:  # run as a script, or with benchmarks/ on sys.path
-    for _path in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]):
-        if str(_path) not in sys.path:
-            sys.path.insert(0, str(_path))
-    from _common import Child, Row, cpu_seconds, emit, raise_nofile, speed_row
+from _common import Child, Row, cpu_seconds, emit, raise_nofile, speed_row
 
 N = 1000
 """Receiving connections."""

@@ -37,7 +37,7 @@ import sys
 import time
 
 import anyio
-from _common import Child, Row, cost_row
+from _common import Child, Row, cost_row, paired_ratio
 from wsproto.events import Ping, Pong
 
 from flare_drivers import Client, connect_websocket
@@ -152,9 +152,8 @@ def measure(quick: bool) -> list[Row]:
     )
     floor = [p + t for p, t in zip(peer, trip, strict=True)]  # upgrade + one round trip
     for name, values in (("client", client), ("json", json), ("floor", floor)):
-        ratio = statistics.median(v / p for v, p in zip(values, peer, strict=True))
         row.extra[f"{name}_ms"] = round(statistics.median(values), 4)
-        row.extra[f"{name}_ratio"] = round(ratio, 3)
+        row.extra[f"{name}_ratio"] = round(paired_ratio(values, peer), 3)
     row.extra["round_trip_ms"] = round(statistics.median(trip), 4)
     return [row]
 

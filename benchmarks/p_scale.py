@@ -52,20 +52,13 @@ import os
 import queue
 import signal
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-try:  # imported as part of the benchmarks package (run.py)
-    from ._common import Child, Row, cost_row, cpu_seconds, rss_bytes
-except ImportError:  # run as a script, or with benchmarks/ on sys.path
-    for _path in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]):
-        if str(_path) not in sys.path:
-            sys.path.insert(0, str(_path))
-    from _common import Child, Row, cost_row, cpu_seconds, rss_bytes
+from _common import Child, Row, cost_row, cpu_seconds, cpu_split, rss_bytes
 
 ROLES = str(Path(__file__).resolve().parent / "p_scale_roles.py")
 MARK = signal.SIGUSR2
@@ -84,13 +77,6 @@ HEARTBEAT = 30.0
 """flare client PING interval in P8 (and P7), seconds: the default."""
 MAX_LIFE = 400.0
 """Hard bound on any child's life, seconds."""
-
-
-def cpu_split(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Proc:

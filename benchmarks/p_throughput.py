@@ -45,21 +45,13 @@ import os
 import resource
 import signal
 import ssl
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
-
-try:  # imported as part of the benchmarks package (run.py)
-    from ._common import Child, Row, children, cpu_seconds, emit, speed_row
-except ImportError:  # run as a script, or with benchmarks/ on sys.path
-    for _path in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]):
-        if str(_path) not in sys.path:
-            sys.path.insert(0, str(_path))
-    from _common import Child, Row, children, cpu_seconds, emit, speed_row
+from _common import Child, Row, children, cpu_seconds, emit, speed_row
 
 WINDOW = 128
 """Messages in flight at most, for every client (flare and peers)."""

@@ -60,7 +60,6 @@ import math
 import os
 import queue
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -74,6 +73,7 @@ from typing import Any
 
 import anyio
 import orjson
+from _common import raise_nofile
 
 from flare_drivers import (
     Client,
@@ -94,16 +94,6 @@ HZ = os.sysconf("SC_CLK_TCK")
 QUIET_OTHERS_PCT = 25.0
 """A second is "quiet" when processes other than the soak's took less CPU than this
 (% of one core) from that second to 2 s later: the machine may be shared."""
-
-
-def raise_nofile() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the new (soft, hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 class GcPauses:

@@ -11,7 +11,6 @@ and flush its driver; ``send`` then waits for the ACK event of its id.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import random
@@ -423,12 +422,7 @@ class Client:
                 self._core, self._driver = core, driver
                 core.connect(now())
                 self._set_state(ConnectionState.NEGOTIATING)
-                # CONNECT goes out from this task, before the driver's writer task exists:
-                # one event-loop turn less on every handshake.
-                with contextlib.suppress(
-                    anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
-                ):
-                    await transport.send(core.data_to_send())  # a failure: the read ends
+                driver.flush()  # written at once where the transport can (plain ws)
                 await driver.run()
                 self._core = self._driver = None
                 self._carry = core.pending_sends()

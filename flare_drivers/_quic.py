@@ -46,8 +46,6 @@ DatagramSink = Callable[[bytes, NetworkAddress], None]
 """Writes one datagram now, never blocking (a full socket buffer is loss, as on a wire)."""
 
 
-_wait_readable = getattr(anyio, "wait_readable", None) or anyio.wait_socket_readable
-_notify_closing: Callable[[socket.socket], None] | None = getattr(anyio, "notify_closing", None)
 _MAX_DATAGRAM = 65536
 
 
@@ -73,7 +71,7 @@ class DatagramSocket:
         while True:
             if self.closed:
                 raise anyio.ClosedResourceError
-            await _wait_readable(raw)
+            await anyio.wait_readable(raw)
             datagrams: list[Datagram] = []
             try:
                 while len(datagrams) < batch:
@@ -97,8 +95,7 @@ class DatagramSocket:
         """Close the socket, waking a task waiting in :meth:`receive`. Idempotent."""
         if not self.closed:
             self.closed = True
-            if _notify_closing is not None:
-                _notify_closing(self.raw)
+            anyio.notify_closing(self.raw)
             self.raw.close()
 
 

@@ -33,12 +33,6 @@ PrivateKey: TypeAlias = (
     | ed448.Ed448PrivateKey
 )
 """Key types usable by both :mod:`ssl` and aioquic."""
-_KEY_TYPES = (
-    ec.EllipticCurvePrivateKey,
-    rsa.RSAPrivateKey,
-    ed25519.Ed25519PrivateKey,
-    ed448.Ed448PrivateKey,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +53,7 @@ def load_pem(cert_pem: bytes, key_pem: bytes, password: bytes | None = None) -> 
     """Parse a PEM certificate chain and its private key (``--cert``/``--key``)."""
     certs = x509.load_pem_x509_certificates(cert_pem)
     key = serialization.load_pem_private_key(key_pem, password)
-    if not isinstance(key, _KEY_TYPES):
+    if not isinstance(key, PrivateKey):
         raise ValueError(f"unsupported private key type {type(key).__name__}")
     return CertifiedKey(
         certificate=certs[0],

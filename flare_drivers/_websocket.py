@@ -121,6 +121,7 @@ class WebSocketTransport:
         self._send_lock = anyio.Lock()
         # Plain TCP (not TLS): writes may be made at once, from any task (send_nowait).
         self._direct = stream.send_nowait if isinstance(stream, TcpStream) else None
+        self._encode = _mask_frames if ws.client else _frames  # clients mask (RFC 6455 §5.3)
         self._tail: bytes | memoryview = b""
         self._reading = False
         self._broken = False  # a write was cut short: half a frame may be on the wire
@@ -190,7 +191,7 @@ class WebSocketTransport:
         try:
             if self._broken or self._ws.state is not _OPEN:
                 raise anyio.BrokenResourceError("the WebSocket is closing or closed")
-            await self._write(_mask_frames(chunks) if self._client else _frames(chunks))
+            await self._write(self._encode(chunks))
         finally:
             lock.release()
 
@@ -210,7 +211,7 @@ class WebSocketTransport:
             or self._ws.state is not _OPEN
         ):
             return False
-        data = _mask_frames(chunks) if self._client else _frames(chunks)
+        data = self._encode(chunks)
         try:
             sent = direct(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:

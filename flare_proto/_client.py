@@ -39,6 +39,8 @@ from ._frames import (
     DATA,
     ERROR,
     KICKED,
+    MESSAGE_KINDS,
+    ONEOF_KINDS,
     PING,
     PONG,
     SEND,
@@ -296,12 +298,6 @@ class ClientConnection(ConnectionBase):
         self._resend = [f for f in self._resend if ack_id(f) != message_id]
         return len(self._resend) != before
 
-    def send_encoded(self, data: bytes) -> None:
-        """Queue bytes already encoded for this connection (see ``encode``); only once the
-        handshake completed. Then flush ``data_to_send()``."""
-        self._require_open()
-        super().send_encoded(data)
-
     def pending_sends(self) -> list[Frame]:
         """SENDs not acknowledged yet, oldest first (give them to the next connection's
         ``resend`` after a reconnect), including resends not yet sent."""
@@ -350,7 +346,12 @@ class ClientConnection(ConnectionBase):
                 return
         elif which is None:
             return
-        self._events.append(FrameReceived(frame=frame, kind=command_kind(frame)))
+        # command_kind(), without classifying the frame a second time.
+        if which == "message":
+            routed = MESSAGE_KINDS.get(command.message.type, CommandKind.MESSAGE_OTHER)
+        else:
+            routed = ONEOF_KINDS[which]
+        self._events.append(FrameReceived(frame=frame, kind=routed))
 
     def _on_connect_ack(self, frame: Frame, now: float) -> None:
         system = frame.command.system

@@ -35,13 +35,6 @@ _NONE = Compression.NONE
 _NOT_PROTOBUF = frozenset({0x7B, 0x1F, 0x28})
 
 
-def _protobuf(frame: Frame) -> bytes:
-    data: bytes = frame.SerializeToString()
-    if data and data[0] in _NOT_PROTOBUF:
-        return _without_unknown_fields(frame)
-    return data
-
-
 def _without_unknown_fields(frame: Frame) -> bytes:
     """Only unknown fields (kept by upb from a received frame) can come first in the
     serialization and look like a JSON or compression magic, which no receiver could then
@@ -56,11 +49,7 @@ def _without_unknown_fields(frame: Frame) -> bytes:
 
 def serialize(frame: Frame, fmt: Format) -> bytes:
     """``frame`` as protobuf bytes or serde-shape JSON bytes, uncompressed."""
-    if fmt is _PROTOBUF:
-        return _protobuf(frame)
-    if fmt is _JSON:
-        return frame_to_json(frame)
-    raise LocalProtocolError(f"unknown format {fmt!r}")
+    return encode_frame(frame, fmt)
 
 
 def encode_frame(

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import enum
 
-from ._codec import _NOT_PROTOBUF, _parse_protobuf, decode_frame, encode_frame
+from ._codec import (
+    _NOT_PROTOBUF,
+    _parse_protobuf,
+    _without_unknown_fields,
+    decode_frame,
+    encode_frame,
+)
 from ._codes import CloseCode
 from ._config import CodecOptions, Limits
 from ._errors import DecodeError, FrameTooLarge, LocalProtocolError
@@ -97,10 +103,10 @@ class ConnectionBase:
 
     def send_encoded(self, data: bytes) -> None:
         """Queue bytes already encoded for this connection's encoding (broadcast: encode
-        once per encoding, then hand the same bytes to every connection). Then flush
+        once per encoding, then hand the same bytes to every connection); only once the
+        connection is open (handshake completed, or accepted). Then flush
         ``data_to_send()``."""
-        if self._closed:
-            raise LocalProtocolError("connection is closed")
+        self._require_open()
         self._queue(data)
 
     def abort(self, code: CloseCode | None, reason: str) -> None:
@@ -202,6 +208,10 @@ class ConnectionBase:
     def _on_frame(self, frame: Frame, fmt: Format, now: float) -> None:
         raise NotImplementedError
 
+    def _require_open(self) -> None:
+        """Raise :class:`LocalProtocolError` unless the connection may send frames."""
+        raise NotImplementedError
+
     # -- timers (each side defines its own deadlines) -------------------------------------
 
     def next_deadline(self) -> float | None:
@@ -225,7 +235,7 @@ class ConnectionBase:
         if self._format is _PROTOBUF and self._compression is _NONE:
             data: bytes = frame.SerializeToString()
             if data and data[0] in _NOT_PROTOBUF:  # unknown fields first: the slow path
-                data = encode_frame(frame, _PROTOBUF)
+                data = _without_unknown_fields(frame)
         else:
             data = encode_frame(frame, self._format, self._compression, self._codec)
         if self._framer is not None:

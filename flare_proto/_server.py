@@ -236,12 +236,6 @@ class ServerConnection(ConnectionBase):
         )
         return ident
 
-    def send_encoded(self, data: bytes) -> None:
-        """Queue bytes already encoded for this connection's negotiated encoding (broadcast:
-        encode once per encoding); only once accepted. Then flush ``data_to_send()``."""
-        self._require_open()
-        super().send_encoded(data)
-
     def _require_open(self) -> None:
         if self._state is not ServerState.OPEN:
             raise LocalProtocolError(f"cannot send in state {self._state.name}")
