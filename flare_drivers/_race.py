@@ -10,11 +10,15 @@ failing are remembered as broken (5 min, doubling on repeat) and tried last.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import anyio
 
 from ._clock import now
 from ._transport import Transport
+
+K = TypeVar("K")
+R = TypeVar("R")
 
 
 class RaceFailed(ConnectionError):
@@ -65,53 +69,78 @@ async def race(
     if not urls:
         raise ValueError("race() needs at least one URL")
     broken = broken or BrokenTransports()
-    if len(urls) == 1:
-        # Nothing to race: dial in this task (a task group and a task start cost two
-        # event-loop turns on every connect, a tenth of a loopback handshake).
-        url = urls[0]
-        try:
-            transport = await dial(url)
-        except Exception as exc:
-            broken.mark(url)
-            raise RaceFailed({url: exc}) from exc
-        broken.clear(url)
-        return transport, url
-    winner: tuple[Transport, str] | None = None
     errors: dict[str, BaseException] = {}
 
+    def failed(url: str, exc: Exception) -> None:
+        errors[url] = exc
+        broken.mark(url)
+
+    async def discard(transport: Transport, won: bool) -> None:
+        # Either way it never sent CONNECT.
+        await transport.aclose(None, "race cancelled" if won else "lost the race")
+
+    won = await first_ready(
+        broken.order(urls), dial, stagger=stagger, discard=discard, on_failure=failed
+    )
+    if won is None:
+        raise RaceFailed(errors)
+    broken.clear(won[1])
+    return won
+
+
+async def first_ready(
+    candidates: Sequence[K],
+    attempt: Callable[[K], Awaitable[R]],
+    *,
+    stagger: float,
+    discard: Callable[[R, bool], Awaitable[None]],
+    on_failure: Callable[[K, Exception], None],
+) -> tuple[R, K] | None:
+    """Happy Eyeballs over ``candidates``, in order: start ``attempt(candidate)``, the
+    next one ``stagger`` seconds later or as soon as the previous failed (each failure is
+    told to ``on_failure``); the first to succeed wins and every other attempt is
+    cancelled, or ``discard(result, False)``-ed if it succeeded too; the winner gets
+    ``discard(result, True)`` if this call is cancelled before it returns. Returns
+    ``(result, candidate)``, or ``None`` when all failed. Shared by :func:`race`
+    (transports) and ``_tcp.connect_tcp`` (addresses)."""
+    if len(candidates) == 1:
+        # Nothing to race: attempt in this task (a task group and a task start cost two
+        # event-loop turns on every connect, a tenth of a loopback handshake).
+        only = candidates[0]
+        try:
+            return await attempt(only), only
+        except Exception as exc:
+            on_failure(only, exc)
+            return None
+    winner: tuple[R, K] | None = None
     try:
         async with anyio.create_task_group() as tg:
 
-            async def attempt(url: str, failed: anyio.Event) -> None:
+            async def run(candidate: K, failed: anyio.Event) -> None:
                 nonlocal winner
                 try:
-                    transport = await dial(url)
+                    result = await attempt(candidate)
                 except Exception as exc:
-                    errors[url] = exc
-                    broken.mark(url)
+                    on_failure(candidate, exc)
                     failed.set()
                     return
                 if winner is None:
-                    winner = (transport, url)
-                    broken.clear(url)
+                    winner = (result, candidate)
                     tg.cancel_scope.cancel()
-                else:  # a simultaneous finisher: close it, it never sends CONNECT
+                else:  # a simultaneous finisher
                     with anyio.CancelScope(shield=True):
-                        await transport.aclose(None, "lost the race")
+                        await discard(result, False)
 
-            for index, url in enumerate(broken.order(urls)):
+            for index, candidate in enumerate(candidates):
                 failed = anyio.Event()
-                tg.start_soon(attempt, url, failed)
-                if index < len(urls) - 1:
+                tg.start_soon(run, candidate, failed)
+                if index < len(candidates) - 1:
                     with anyio.move_on_after(max(0.0, stagger)):
                         await failed.wait()
     except BaseException:
-        # Cancelled after a winner was chosen: nobody will use it, so close it here.
+        # Cancelled after a winner was chosen: nobody will use it, so discard it here.
         if winner is not None:
             with anyio.CancelScope(shield=True):
-                await winner[0].aclose(None, "race cancelled")
+                await discard(winner[0], True)
         raise
-
-    if winner is None:
-        raise RaceFailed(errors)
     return winner

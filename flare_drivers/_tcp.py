@@ -24,6 +24,8 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.abc import SocketAttribute
 
+from ._race import first_ready
+
 __all__ = ["TcpStream", "accept_ready", "connect_tcp"]
 
 _FAIR = 16
@@ -235,35 +237,21 @@ async def connect_tcp(host: str, port: int, *, stagger: float = 0.25) -> TcpStre
         targets = [(family, (literal.compressed, port))]
     if not targets:
         raise OSError(f"no address for {host!r}")
-    if len(targets) == 1:
-        return TcpStream(await _connect_one(*targets[0]))
-    winner: socket.socket | None = None
-    error: OSError | None = None
+    errors: list[Exception] = []
 
-    async with anyio.create_task_group() as tg:
+    async def discard(sock: socket.socket, _: bool) -> None:
+        sock.close()
 
-        async def attempt(family: int, addr: Any, failed: anyio.Event) -> None:
-            nonlocal winner, error
-            try:
-                sock = await _connect_one(family, addr)
-            except OSError as exc:
-                error = exc
-                failed.set()
-                return
-            if winner is None:
-                winner = sock
-                tg.cancel_scope.cancel()
-            else:
-                sock.close()
-
-        for family, addr in targets:
-            failed = anyio.Event()
-            tg.start_soon(attempt, family, addr, failed)
-            with anyio.move_on_after(stagger):
-                await failed.wait()
-    if winner is None:
-        raise error or OSError(f"could not connect to {host!r}")
-    return TcpStream(winner)
+    won = await first_ready(
+        targets,
+        lambda target: _connect_one(*target),
+        stagger=stagger,
+        discard=discard,
+        on_failure=lambda _, exc: errors.append(exc),
+    )
+    if won is None:
+        raise errors[-1]  # the last address's error
+    return TcpStream(won[0])
 
 
 async def _connect_one(family: int, addr: Any) -> socket.socket:
