@@ -135,6 +135,9 @@ class Client:
         """The code of the last connection's end (``None`` while none ended or normal)."""
         self.url: str | None = None
         """The URL of the current (or last) connection."""
+        self.connect_error: ConnectionError | None = None
+        """Why the latest connect attempt failed (every URL's error), ``None`` once one
+        succeeds; :meth:`wait_connected` names it when the client gives up."""
         self.broken = BrokenTransports()
         self._core: ClientConnection | None = None
         self._driver: ConnectionDriver | None = None
@@ -203,8 +206,11 @@ class Client:
             raise ClientClosed(self._closed_reason())
 
     def _closed_reason(self) -> str:
-        code = self.close_code
-        return "client closed" if code is None else f"client closed: {code.code}"
+        if self.close_code is not None:
+            return f"client closed: {self.close_code.code}"
+        if self.connect_error is not None:
+            return f"client closed: {self.connect_error}"
+        return "client closed"
 
     @property
     def encoding(self) -> tuple[Format, Compression] | None:
@@ -360,27 +366,29 @@ class Client:
     # -- the connection task -------------------------------------------------------------------
 
     async def _dial(self, url: str) -> Transport:
+        # Each transport bounds its own connect by ``connect_timeout`` and says what timed
+        # out (which URL, which stage); a second, outer deadline here would race it and
+        # replace that message with a bare TimeoutError.
         scheme = url.partition("://")[0].lower()
-        with anyio.fail_after(self.connect_timeout):
-            if scheme in ("ws", "wss"):
-                from ._websocket import connect_websocket
+        if scheme in ("ws", "wss"):
+            from ._websocket import connect_websocket
 
-                return await connect_websocket(
-                    url,
-                    ssl_context=self.ssl_context,
-                    max_message=self.config.limits.max_frame,
-                    connect_timeout=self.connect_timeout,
-                )
-            if scheme == "quic":
-                from ._quic import connect_quic
+            return await connect_websocket(
+                url,
+                ssl_context=self.ssl_context,
+                max_message=self.config.limits.max_frame,
+                connect_timeout=self.connect_timeout,
+            )
+        if scheme == "quic":
+            from ._quic import connect_quic
 
-                return await connect_quic(
-                    url,
-                    verify=self.quic_verify,
-                    alpn=self.quic_alpn,
-                    idle_timeout=self._quic_idle_timeout(),
-                    connect_timeout=self.connect_timeout,
-                )
+            return await connect_quic(
+                url,
+                verify=self.quic_verify,
+                alpn=self.quic_alpn,
+                idle_timeout=self._quic_idle_timeout(),
+                connect_timeout=self.connect_timeout,
+            )
         raise ValueError(f"unsupported URL scheme in {url!r} (ws, wss, quic)")
 
     def _quic_idle_timeout(self) -> float:
@@ -408,12 +416,14 @@ class Client:
                         self.urls, self._dial, stagger=self.race_stagger, broken=self.broken
                     )
                 except ConnectionError as exc:
+                    self.connect_error = exc
                     log.warning("%s", exc)
                     if not self.reconnect:
                         break
                     await anyio.sleep(self._backoff(attempt))
                     attempt += 1
                     continue
+                self.connect_error = None
                 core = ClientConnection(
                     self.config, ids=process_ids(), framing=transport.framing, resend=self._carry
                 )

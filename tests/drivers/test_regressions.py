@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from flare_drivers import Client, ConnectionState, Hub, SendFailed, race
+from flare_drivers import Client, ClientClosed, ConnectionState, Hub, RaceFailed, SendFailed, race
 from flare_drivers._hub import Accept, Connection, Reject
 from flare_drivers._websocket import connect_websocket
 from flare_proto import (
@@ -159,3 +159,35 @@ async def test_race_cancelled_after_a_win_closes_the_winner() -> None:
             await race(["slow", "fast"], dial, stagger=0)  # type: ignore[arg-type]
             await anyio.sleep_forever()
     assert closed == ["race cancelled"]
+
+
+async def test_connect_timeout_names_the_url_and_stage(caplog: pytest.LogCaptureFixture) -> None:
+    """A server that accepts TCP but never answers the upgrade: the failure the client
+    reports (log, ``connect_error``, ``wait_connected``) is the transport's own ("<url>:
+    not connected within 0.3 s"), not a bare TimeoutError from a second deadline racing
+    it."""
+    held: list[anyio.abc.SocketStream] = []
+
+    async def hang(stream: anyio.abc.SocketStream) -> None:
+        held.append(stream)
+        await anyio.sleep_forever()
+
+    caplog.set_level("WARNING", logger="flare.client")
+    with anyio.fail_after(5):
+        async with (
+            await anyio.create_tcp_listener(local_host="127.0.0.1") as listener,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(listener.serve, hang)
+            port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            hanging = f"ws://127.0.0.1:{port}"
+            async with Client([hanging], connect_timeout=0.3, reconnect=False, **FAST) as client:
+                with pytest.raises(ClientClosed) as closed:
+                    await client.wait_connected()
+            tg.cancel_scope.cancel()
+    expected = f"{hanging}: not connected within 0.3 s"
+    assert held  # the TCP connect succeeded; the upgrade is what timed out
+    assert expected in caplog.text
+    assert expected in str(closed.value)
+    assert isinstance(client.connect_error, RaceFailed)
+    assert isinstance(client.connect_error.errors[hanging], TimeoutError)
