@@ -15,7 +15,7 @@ from types import ModuleType
 import pytest
 from google.protobuf.message import Message
 
-PACKAGES = ("flare_proto", "flare_drivers")
+PACKAGES = ("flare_proto", "flare_proto.testing", "flare_drivers")
 
 
 def _load(name: str) -> ModuleType:

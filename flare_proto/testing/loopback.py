@@ -15,6 +15,7 @@ from .._config import ClientConfig, ServerConfig
 from .._connection import ConnectionBase, Framing
 from .._events import ConnectRequested, Event
 from .._ids import SequentialIds
+from .._pb.frame_pb2 import Frame
 from .._server import ServerConnection
 
 _NORMAL_CLOSE = 1000  # WebSocket "normal closure", used when a close carries no flare code
@@ -34,6 +35,8 @@ class Loopback:
     ``auto_accept`` answers every :class:`ConnectRequested` with ``accept`` using the
     claimed user id, like a server with authentication disabled. Pass one ``ids`` to
     several pairs that stand for connections of one server, so their ids stay unique.
+    ``resend`` is what an earlier connection left unacknowledged
+    (:meth:`ClientConnection.pending_sends`): the client sends it again after the handshake.
     """
 
     def __init__(
@@ -45,11 +48,12 @@ class Loopback:
         now: float = 0.0,
         auto_accept: bool = True,
         ids: SequentialIds | None = None,
+        resend: list[Frame] | None = None,
     ) -> None:
         self.now = now
         self.ids = SequentialIds(wall_offset=1_730_000_000.0) if ids is None else ids
         self.client = ClientConnection(
-            client_config or ClientConfig(), ids=self.ids, framing=framing
+            client_config or ClientConfig(), ids=self.ids, framing=framing, resend=resend or ()
         )
         self.server = ServerConnection(
             server_config or ServerConfig(), now=now, ids=self.ids, framing=framing

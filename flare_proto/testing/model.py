@@ -232,13 +232,15 @@ class ConnectionPairModel(RuleBasedStateMachine):
         does, so message ids stay unique across reconnects. Verdicts are the model's, so
         ``auto_accept`` must be off.
         """
-        pair = Loopback(client_config, server_config, framing=framing, now=now, auto_accept=False)
-        pair.ids = ids
-        pair.client = ClientConnection(client_config, ids=ids, framing=framing, resend=resend)
-        pair.server = ServerConnection(server_config, now=now, ids=ids, framing=framing)
-        pair._client.conn = pair.client
-        pair._server.conn = pair.server
-        return pair
+        return Loopback(
+            client_config,
+            server_config,
+            framing=framing,
+            now=now,
+            auto_accept=False,
+            ids=ids,
+            resend=resend,
+        )
 
     @property
     def conn(self) -> _Connection:
@@ -741,6 +743,8 @@ class ConnectionPairModel(RuleBasedStateMachine):
             event = events[position]
             conn.client_closed = self._closed_check(event, conn.client_closed, where)
             if isinstance(event, HandshakeCompleted):
+                if any(isinstance(e, HandshakeCompleted) for e in events[:position]):
+                    raise ModelViolation(f"{where}: second HandshakeCompleted (B33)")
                 # Resends go out right after CONNECT_ACK, before any new send.
                 conn.expected.extend(conn.resent)
             elif isinstance(event, MessageAcked):
