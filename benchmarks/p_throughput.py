@@ -179,6 +179,7 @@ async def flare_client(args: argparse.Namespace) -> dict[str, Any]:
     config = ClientConfig(
         format=Format.PROTOBUF,
         compression=Compression.NONE,
+        user_id="bench",  # an identified sender: the hub's resend de-duplication is on the path
         heartbeat_interval=HEARTBEAT,
         heartbeat_timeout=30.0,
         ack_timeout=30.0,

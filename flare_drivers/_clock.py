@@ -3,11 +3,14 @@
 The core takes ``now`` from :func:`now` (``time.monotonic``), not from the event loop's
 clock: trio's clock has a random offset, and both backends must produce the same ids and
 deadlines. Ids are Unix-millisecond based (reference §11.3), so :func:`process_ids` pins
-the wall-clock offset once per process.
+the wall-clock offset once per process, and starts its message counter at a random
+48-bit value, so that two client processes never share ids (a server de-duplicates
+resent SENDs by user, device and id: flare_proto.RecentSends).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from flare_proto import SequentialIds
@@ -21,5 +24,5 @@ def process_ids() -> SequentialIds:
     """The id source shared by every connection of this process (ids stay unique)."""
     global _IDS
     if _IDS is None:
-        _IDS = SequentialIds(wall_offset=time.time() - time.monotonic())
+        _IDS = SequentialIds(wall_offset=time.time() - time.monotonic(), first=secrets.randbits(48))
     return _IDS

@@ -35,12 +35,14 @@ from flare_proto import (
     Frame,
     FrameReceived,
     FrameRejected,
+    RecentSends,
     ServerConfig,
     ServerConnection,
     ServerState,
     admit,
     message_frame,
 )
+from flare_proto._dedup import SendKey
 from flare_proto._frames import SEND, MetadataIn, ack_id
 
 from ._clock import now, process_ids
@@ -169,7 +171,12 @@ ConnectionHook = Callable[[Connection], Awaitable[None]]
 class Hub:
     """Connection table, device registry, authenticator and handlers shared by every
     listener. Register handlers with :attr:`router`, :meth:`on_connect` and
-    :meth:`on_disconnect`; run listeners with :func:`flare_drivers.serve`."""
+    :meth:`on_disconnect`; run listeners with :func:`flare_drivers.serve`.
+
+    ``dedup``: remember handled SENDs (``True``: a default
+    :class:`~flare_proto.RecentSends`; or your own; ``False``: off), so a client's resend
+    of a SEND whose ACK was lost is ACKed, not handled twice (docs/decisions.md,
+    "Delivery")."""
 
     def __init__(
         self,
@@ -180,6 +187,7 @@ class Hub:
         max_connections: int = 10_000,
         max_queue: int = 1024,
         hook_timeout: float = 5.0,
+        dedup: bool | RecentSends = True,
     ) -> None:
         self.config = config or ServerConfig()
         self.authenticator = authenticator
@@ -188,6 +196,13 @@ class Hub:
         self.max_queue = max_queue
         self.hook_timeout = hook_timeout
         """Bound on the ``on_disconnect`` hooks of one connection (they run shielded)."""
+        self.recent_sends: RecentSends | None = (
+            (RecentSends() if dedup else None) if isinstance(dedup, bool) else dedup
+        )
+        """SENDs handled lately (``dedup``): a resend of one is ACKed, not handled again."""
+        # SENDs whose handler runs now, by key; the value is created only when a resend
+        # arrives meanwhile and has to wait for the outcome.
+        self._handling: dict[SendKey, anyio.Event | None] = {}
         self.router: Router[Connection] = Router()
         self.connections: dict[str, Connection] = {}
         """Every live connection by id, accepted or not."""
@@ -346,13 +361,53 @@ class Hub:
                 log.exception("on_connect hook failed for %s", conn)
 
     async def _on_frame(self, conn: Connection, frame: Frame, kind: CommandKind) -> None:
+        key = None
+        recent = self.recent_sends
+        if kind is CommandKind.SEND and recent is not None:
+            device = conn.device
+            key = RecentSends.key(
+                conn.user_id, device.device_id if device is not None else None, ack_id(frame)
+            )
+            if key is not None:
+                if (key in self._handling or recent.seen(key, now())) and await self._settled(
+                    recent, key
+                ):
+                    # A resend of a SEND the application already has (its ACK was lost):
+                    # ACK it again, do not deliver it twice.
+                    self._ack(conn, frame)
+                    return
+                self._handling[key] = None
         try:
             await self.router.dispatch(conn, frame, kind)
         except Exception:
             # No ACK: the client's send fails after ack_timeout instead of pretending.
             log.exception("handler failed for %s frame from %s", kind.value, conn)
             return
-        if kind is CommandKind.SEND and not conn.core.closed:
+        else:
+            if key is not None and recent is not None:  # (the second test is for mypy)
+                recent.add(key, now())
+        finally:
+            if key is not None:
+                waiting = self._handling.pop(key)
+                if waiting is not None:
+                    waiting.set()
+        if kind is CommandKind.SEND:
+            self._ack(conn, frame)
+
+    async def _settled(self, recent: RecentSends, key: SendKey) -> bool:
+        """Whether the SEND ``key`` was handled, once no handler for it runs any more: a
+        resend can arrive while the first connection's handler is still at work (that
+        connection is not dead yet); a failed handler leaves it unhandled."""
+        while key in self._handling:
+            waiting = self._handling[key]
+            if waiting is None:
+                waiting = self._handling[key] = anyio.Event()
+            await waiting.wait()
+        return recent.seen(key, now())
+
+    @staticmethod
+    def _ack(conn: Connection, frame: Frame) -> None:
+        if not conn.core.closed:
             # Not flushed here: this runs in the connection's reading task, which writes
             # the ACKs of everything one read brought in one write (_loop.py).
             conn.core.send_ack(ack_id(frame), now())

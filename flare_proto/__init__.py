@@ -12,6 +12,7 @@ from ._codec import decode_frame, encode_frame, serialize
 from ._codes import CloseCode
 from ._config import ClientConfig, CodecOptions, Limits, ServerConfig
 from ._connection import Framing
+from ._dedup import RecentSends
 from ._device_info import DeviceInfo, Platform, PlatformKind
 from ._devices import (
     AllowAll,
@@ -107,6 +108,7 @@ __all__ = [
     "PlatformExclusive",
     "PlatformKind",
     "PongReceived",
+    "RecentSends",
     "Reliability",
     "SequentialIds",
     "ServerConfig",

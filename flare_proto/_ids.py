@@ -32,13 +32,18 @@ class SequentialIds:
 
     ``wall_offset`` is added to ``now`` to get Unix seconds. Share one instance between all
     connections of a process so ids stay unique (the counters are per instance).
+    ``first`` is the first message counter: a driver passes a random one (the core draws
+    no randomness), so two processes started in the same millisecond do not produce the
+    same ids, which a server's :class:`~flare_proto.RecentSends` would take for one SEND.
     """
 
     __slots__ = ("_connections", "_messages", "wall_offset")
 
-    def __init__(self, wall_offset: float = 0.0) -> None:
+    def __init__(self, wall_offset: float = 0.0, *, first: int = 0) -> None:
+        if not 0 <= first < 1 << 64:
+            raise ValueError("first must fit the id's 16 hex digits")
         self.wall_offset = wall_offset
-        self._messages = 0
+        self._messages = first
         self._connections = 0
 
     def timestamp_ms(self, now: float) -> int:
