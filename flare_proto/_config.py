@@ -28,11 +28,22 @@ class Limits:
     """Largest decompressed frame; checked before the output is allocated."""
     max_held_frames: int = 64
     """Frames held between CONNECT and the auth verdict; one more is a protocol error."""
+    max_held_bytes: int = 16 * MiB
+    """Total size of those held frames (decoded, as protobuf); more is a protocol error.
+    Without it an unauthenticated connection could make the server hold
+    ``max_held_frames`` × ``max_decompressed`` (1 GiB) until ``auth_timeout``; the
+    default still lets one largest frame through."""
     max_undecodable: int = 8
     """Undecodable frames in a row that close the connection with ``protocol_error``."""
 
     def __post_init__(self) -> None:
-        for name in ("max_frame", "max_decompressed", "max_held_frames", "max_undecodable"):
+        for name in (
+            "max_frame",
+            "max_decompressed",
+            "max_held_frames",
+            "max_held_bytes",
+            "max_undecodable",
+        ):
             _positive(name, getattr(self, name))
 
 

@@ -80,6 +80,7 @@ class ServerConnection(ConnectionBase):
         self._format = config.default_format
         self._deadline = now + config.auth_timeout
         self._held: list[Frame] = []
+        self._held_bytes = 0
         self._decided: tuple[Format, Compression] = (config.default_format, Compression.NONE)
         self.request: ConnectRequest | None = None
         """The client's CONNECT, once received."""
@@ -151,7 +152,7 @@ class ServerConnection(ConnectionBase):
         self.user_id = user_id
         self._state = transition(SERVER_TRANSITIONS, self._state, "accept")
         self._deadline = now + self.config.idle_timeout
-        held, self._held = self._held, []
+        held, self._held, self._held_bytes = self._held, [], 0
         for frame in held:
             if self._closed:
                 break
@@ -273,7 +274,11 @@ class ServerConnection(ConnectionBase):
         elif len(self._held) >= self._limits.max_held_frames:
             self._fail(CloseCode.PROTOCOL_ERROR, "too many frames before the auth verdict", now)
         else:
-            self._held.append(frame)
+            self._held_bytes += frame.ByteSize()
+            if self._held_bytes > self._limits.max_held_bytes:
+                self._fail(CloseCode.PROTOCOL_ERROR, "too much data before the auth verdict", now)
+            else:
+                self._held.append(frame)
 
     def _on_connect(self, frame: Frame, now: float) -> None:
         request = parse_connect(frame)
@@ -314,5 +319,5 @@ class ServerConnection(ConnectionBase):
 
     def _on_closed(self) -> None:
         self._state = transition(SERVER_TRANSITIONS, self._state, "close")
-        self._held = []
+        self._held, self._held_bytes = [], 0
         self._deadline = math.inf

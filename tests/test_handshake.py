@@ -290,6 +290,37 @@ def test_too_many_held_frames_is_a_protocol_error() -> None:
     assert closed(pair.server_events).code is CloseCode.PROTOCOL_ERROR
 
 
+def test_too_much_held_data_is_a_protocol_error() -> None:
+    """Held frames are bounded in bytes too: 64 frames of up to ``max_decompressed`` each
+    would otherwise be 1 GiB held for an unauthenticated connection. Frames up to the
+    bound are released in order on accept; one byte more refuses the connection."""
+    from flare_proto import Limits
+
+    def held(size: int) -> bytes:
+        frame = message_frame(2, message_id="m", timestamp=1, payload=b"x" * size)
+        return encode_frame(frame, Format.PROTOBUF)
+
+    size = message_frame(2, message_id="m", timestamp=1, payload=b"x" * 1000).ByteSize()
+    limits = Limits(max_held_bytes=3 * size)
+    fits = Loopback(server_config=ServerConfig(limits=limits), auto_accept=False)
+    fits.connect()
+    for _ in range(3):
+        fits.inject(held(1000))
+    assert not fits.server.closed
+    fits.server.accept(fits.now, user_id=None)
+    fits.pump()
+    assert len([e for e in fits.server_events if isinstance(e, FrameReceived)]) == 3
+
+    over = Loopback(server_config=ServerConfig(limits=limits), auto_accept=False)
+    over.connect()
+    over.inject(held(1000))
+    overhead = size - 1000
+    over.inject(held(2000 + overhead + 1))  # the two together: 3 * size + 1 bytes
+    event = closed(over.server_events)
+    assert event.code is CloseCode.PROTOCOL_ERROR and "too much data" in event.reason
+    assert not any(isinstance(e, FrameReceived) for e in over.server_events)
+
+
 @pytest.mark.parametrize("when", ["before_verdict", "after_accept"])
 def test_b21_repeated_connect_is_a_protocol_error(when: str) -> None:
     pair = Loopback(auto_accept=when == "after_accept")
