@@ -285,6 +285,14 @@ class WebSocketTransport:
                 break
             first, second = data[pos], data[pos + 1]
             size = second & 0x7F
+            if (second & 0x80) != masked or not (
+                first in (_BINARY, _TEXT) or (first in (_PING, _PONG) and size <= 125)
+            ):
+                # A Close, a fragment, RSV bits, a bad mask bit, a long control frame...:
+                # decided by the first two bytes, so wsproto sees it (and closes) at once,
+                # not after an extended length that may never come.
+                handover = True
+                break
             head = pos + 2
             if size >= 126:
                 short = size == 126
@@ -299,12 +307,8 @@ class WebSocketTransport:
             if masked:
                 head += 4
             stop = head + size
-            if (
-                (second & 0x80) != masked
-                or size > limit  # wsproto streams it within the limit (module docstring)
-                or not (first in (_BINARY, _TEXT) or (first in (_PING, _PONG) and size <= 125))
-            ):
-                handover = True  # a Close, a fragment, RSV bits, a bad mask bit...
+            if size > limit:  # wsproto streams it within the limit (module docstring)
+                handover = True
                 break
             if stop > end:
                 need = stop - pos
