@@ -211,6 +211,9 @@ class Hub:
         self._on_disconnect: list[ConnectionHook] = []
         self._closing = False
         self._drained = anyio.Event()
+        # Connections that left the table but whose on_disconnect hooks still run:
+        # shutdown() waits for them too.
+        self._in_hooks = 0
 
     # -- application registration --------------------------------------------------------
 
@@ -297,15 +300,19 @@ class Hub:
         finally:
             self.connections.pop(conn.id, None)
             self.registry.remove(conn.id)
-            if conn.announced:
+            if conn.announced and self._on_disconnect:
                 # Shielded and bounded: shutdown and cancellation must not skip the hooks.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.hook_timeout):
-                    for hook in self._on_disconnect:
-                        try:
-                            await hook(conn)
-                        except Exception:
-                            log.exception("on_disconnect hook failed for %s", conn)
-            if self._closing and not self.connections:
+                self._in_hooks += 1
+                try:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(self.hook_timeout):
+                        for hook in self._on_disconnect:
+                            try:
+                                await hook(conn)
+                            except Exception:
+                                log.exception("on_disconnect hook failed for %s", conn)
+                finally:
+                    self._in_hooks -= 1
+            if self._closing and not self.connections and not self._in_hooks:
                 self._drained.set()
 
     async def _on_connect_requested(self, conn: Connection, request: ConnectRequest) -> None:
@@ -418,7 +425,7 @@ class Hub:
         self._closing = True
         for conn in list(self.connections.values()):
             conn.close(CloseCode.SERVER_SHUTDOWN, "server shutting down")
-        if self.connections:
+        if self.connections or self._in_hooks:
             with anyio.move_on_after(grace):
                 await self._drained.wait()
 

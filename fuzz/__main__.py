@@ -6,6 +6,7 @@ Examples::
     python -m fuzz --target server --runs 100000
     python -m fuzz --engine random --seconds 20 --seed 7
     python -m fuzz --reproduce fuzz/findings/decode-crash-0123abcd...
+    python -m fuzz --harness pkg.module --runs 100   # a harness of your own (tests)
 
 Exit status: 0 no finding, 1 a finding (its reproducer is printed in hex and saved under
 ``fuzz/findings/``), 2 bad arguments.
@@ -46,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         choices=TARGETS,
         help="run only this harness (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--harness",
+        metavar="MODULE",
+        help="run the harness in MODULE (a dotted module path, importable from here or "
+        "PYTHONPATH, with one_input, seeds and MEMORY_LIMIT) instead of flare's; for "
+        "testing the runner itself",
     )
     parser.add_argument("--runs", type=int, help="stop each harness after this many inputs")
     parser.add_argument(
@@ -88,13 +96,15 @@ def _parser() -> argparse.ArgumentParser:
 def reproduce(path: Path, target: str | None) -> int:
     """Run ``path``'s bytes through a harness; 1 (and the traceback) if it still fails."""
     name = target or path.name.split("-", 1)[0]
-    if name not in TARGETS:
+    try:
+        harness = load(name)
+    except (KeyError, ImportError):
         print(f"cannot tell the harness from {path.name!r}; pass --target", file=sys.stderr)
         return 2
     data = path.read_bytes()
     print(f"{name}: {len(data)} bytes: {data.hex()}")
     try:
-        load(name).one_input(data)
+        harness.one_input(data)
     except Exception:
         traceback.print_exc()
         return 1
@@ -128,9 +138,21 @@ def _line(result: Result) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the harnesses, print a summary; return the exit status."""
     args = _parser().parse_args(argv)
-    targets: list[str] = list(dict.fromkeys(args.target or TARGETS))
+    targets: list[str]
+    if args.harness is not None:
+        if args.target or "." not in args.harness or "-" in args.harness:
+            print("--harness takes a dotted module path, without --target", file=sys.stderr)
+            return 2
+        try:
+            load(args.harness)
+        except (ImportError, AttributeError) as exc:
+            print(f"--harness {args.harness}: {exc!r}", file=sys.stderr)
+            return 2
+        targets = [args.harness]
+    else:
+        targets = list(dict.fromkeys(args.target or TARGETS))
     if args.reproduce is not None:
-        return reproduce(args.reproduce, args.target[0] if args.target else None)
+        return reproduce(args.reproduce, targets[0] if args.harness or args.target else None)
     if args.write_seeds is not None:
         return write_seeds(args.write_seeds, targets)
     if args.runs is not None and args.runs < 1:

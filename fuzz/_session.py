@@ -11,8 +11,16 @@ tick, a transport end, or an application action passed as a callable) is followe
   ``closed`` is true exactly when it was emitted, and ``close_code`` matches it;
 * every byte written decodes as a frame (with ``Framing.STREAM``: the drained items are
   whole length-prefixed frames, never an end-of-stream marker); ERROR/CLOSE frames carry
-  documented codes; nothing is written after the connection closed; a connection that was
-  ``OPEN`` before the call writes in its negotiated format and compression (B9);
+  documented codes, always present (only a client's normal ``close()`` sends CLOSE without
+  one); nothing is written after the connection closed; a connection that was ``OPEN``
+  before the call writes in its negotiated format and compression (B9);
+* closes are announced: an ERROR, CLOSE or KICKED written is the call's last frame and the
+  connection is then closed by us with its code; a connection that closes by itself (peer
+  input, a timer, a transport end) either was closed by the peer (``by_peer``; only then
+  may the code be ``None``: EOF, an end-of-stream marker, an unknown close number, an
+  ERROR/CLOSE without a documented code) or announced it with such a frame, code and
+  all. Only the application's ``abort()`` closes without a frame, and only ``abort(None)``
+  or a client's ``close()`` closes locally without a code;
 * timers: ``next_deadline()`` is ``None`` once closed, never NaN, and after
   ``handle_timer(now)`` with ``now`` at the deadline the next deadline is later (a driver
   sleeping until it never spins);
@@ -35,7 +43,15 @@ from flare_proto import (
     ServerConnection,
 )
 
-from ._invariants import EVENT_TYPES, PEER_LIMITS, Finding, check, check_close_event, decode_sent
+from ._invariants import (
+    EVENT_TYPES,
+    PEER_LIMITS,
+    Finding,
+    check,
+    check_close_event,
+    closing_code,
+    decode_sent,
+)
 
 __all__ = ["START", "Session", "delta_seconds"]
 
@@ -114,11 +130,20 @@ class Session:
             self.conn.receive_close(number, reason, self.now)
         return self.drain("transport end", snap)
 
-    def act(self, label: str, action: Callable[[], object]) -> list[Event]:
-        """An application call (accept, send, close...); the harness only makes legal ones."""
+    def act(
+        self,
+        label: str,
+        action: Callable[[], object],
+        *,
+        silent: bool = False,
+        codeless: bool = False,
+    ) -> list[Event]:
+        """An application call (accept, send, close...); the harness only makes legal ones.
+        ``silent``: the call may close without writing a frame (``abort``); ``codeless``:
+        it may close without a code (``abort(None)``, a client's ``close()``)."""
         snap = self._snapshot()
         action()
-        return self.drain(label, snap)
+        return self.drain(label, snap, silent=silent, codeless=codeless)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -126,14 +151,24 @@ class Session:
         conn = self.conn
         return conn.closed, conn.state.name == "OPEN", conn.format, conn.compression
 
-    def drain(self, label: str, snap: tuple[bool, bool, object, Compression]) -> list[Event]:
-        """Drain and check the output and the events of the call just made."""
+    def drain(
+        self,
+        label: str,
+        snap: tuple[bool, bool, object, Compression],
+        *,
+        silent: bool = False,
+        codeless: bool = False,
+    ) -> list[Event]:
+        """Drain and check the output and the events of the call just made (``silent``,
+        ``codeless``: see :meth:`act`; every other call must announce a close it makes
+        and give it a code)."""
         conn = self.conn
         closed_before, open_before, fmt_before, comp_before = snap
         chunks = conn.data_to_send()
+        written: list[Frame] = []
         if chunks:
             check(not closed_before, f"{label}: wrote {len(chunks)} chunks after closing")
-            for frame, fmt, compression in self._decode_chunks(chunks, label):
+            for frame, fmt, compression in self._decode_chunks(chunks, label, codeless):
                 if open_before:
                     check(
                         fmt == fmt_before and compression in (Compression.NONE, comp_before),
@@ -141,7 +176,9 @@ class Session:
                         f"{comp_before!r} wrote a frame in {fmt!r}/{compression!r}",
                     )
                 self.sent.append(frame)
+                written.append(frame)
         events = conn.events_received()
+        closed_now: ConnectionClosed | None = None
         for event in events:
             check(isinstance(event, EVENT_TYPES), f"{label}: not an Event: {event!r}")
             check(
@@ -150,7 +187,7 @@ class Session:
             )
             if isinstance(event, ConnectionClosed):
                 check_close_event(event)
-                self.closed_event = event
+                self.closed_event = closed_now = event
         self.events.extend(events)
         closed = self.closed_event is not None
         check(
@@ -167,6 +204,7 @@ class Session:
                 conn.next_deadline() is None,
                 f"{label}: closed but next_deadline() is {conn.next_deadline()}",
             )
+        self._check_close(label, written, closed_now, silent=silent, codeless=codeless)
         deadline = conn.next_deadline()
         check(deadline is None or not math.isnan(deadline), f"{label}: next_deadline() is NaN")
         framer = getattr(conn, "_framer", None)
@@ -178,12 +216,46 @@ class Session:
             )
         return events
 
+    @staticmethod
+    def _check_close(
+        label: str,
+        written: list[Frame],
+        closed: ConnectionClosed | None,
+        *,
+        silent: bool,
+        codeless: bool,
+    ) -> None:
+        """The close rules of the module docstring, for one call's frames and close."""
+        for index, frame in enumerate(written):
+            ends, code = closing_code(frame)
+            if not ends:
+                continue
+            check(
+                index == len(written) - 1,
+                f"{label}: wrote {len(written) - index - 1} frame(s) after closing frame {frame}",
+            )
+            check(
+                closed is not None and not closed.by_peer and closed.code is code,
+                f"{label}: wrote a closing frame with code {code} but the call ended with "
+                f"{closed!r}",
+            )
+        if closed is None or closed.by_peer:
+            return
+        check(
+            codeless or closed.code is not None,
+            f"{label}: closed on our side without a code: {closed!r}",
+        )
+        check(
+            silent or (bool(written) and closing_code(written[-1])[0]),
+            f"{label}: closed on our side ({closed!r}) without writing ERROR, CLOSE or KICKED",
+        )
+
     def _decode_chunks(
-        self, chunks: list[bytes], label: str
+        self, chunks: list[bytes], label: str, codeless: bool
     ) -> list[tuple[Frame, object, Compression]]:
         out = self._out
         if out is None:
-            return [decode_sent(chunk, label) for chunk in chunks]
+            return [decode_sent(chunk, label, codeless_close=codeless) for chunk in chunks]
         payloads: list[bytes] = []
         for chunk in chunks:
             try:
@@ -192,4 +264,4 @@ class Session:
                 raise Finding(f"{label}: written stream does not frame: {exc!r}") from None
         check(not out.ended, f"{label}: wrote an end-of-stream marker (length 0)")
         check(out.buffered == 0, f"{label}: drained output ends inside a frame")
-        return [decode_sent(payload, label) for payload in payloads]
+        return [decode_sent(payload, label, codeless_close=codeless) for payload in payloads]

@@ -2,6 +2,12 @@
 
 The package itself imports nothing from ``flare_proto``, so the atheris worker can import
 the core under coverage instrumentation before any harness module pulls it in.
+
+Besides the registered names, :func:`load` takes a dotted module path (``pkg.module``):
+``python -m fuzz --harness pkg.module`` runs a harness that is not one of flare's. It is
+there so the tests can plant a harness that fails and check the runner's whole reporting
+path (exit status, reproducer file), with either engine; a dotted name never collides
+with a registered one, and a mistyped registered name is still an error.
 """
 
 from __future__ import annotations
@@ -28,10 +34,16 @@ class Harness:
 
 
 def load(name: str) -> Harness:
-    """Import the harness module ``fuzz.<name>``; ``KeyError`` for an unknown name."""
-    if name not in TARGETS:
+    """Import the harness module ``fuzz.<name>``, or the module ``name`` itself when it is
+    a dotted path (the ``--harness`` hook: it needs ``one_input``, ``seeds`` and
+    ``MEMORY_LIMIT``, and keeps ``name`` as its name, which contains no ``-``, so reproducer
+    files ``<name>-crash-<sha1>`` still name it). ``KeyError`` for any other name."""
+    if name in TARGETS:
+        module = importlib.import_module(f"fuzz.{name}")
+    elif "." in name and "-" not in name:
+        module = importlib.import_module(name)
+    else:
         raise KeyError(name)
-    module = importlib.import_module(f"fuzz.{name}")
     return Harness(
         name=name,
         one_input=module.one_input,

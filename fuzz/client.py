@@ -176,11 +176,14 @@ class _Client:
             background = bool(arg & 8)
             events = session.act("set_background", lambda: conn.set_background(background, now))
         elif choice == 4 and not conn.closed:
-            events = session.act("close", lambda: conn.close(now))
+            # A normal close: CLOSE without a code, the one codeless close the core makes.
+            events = session.act("close", lambda: conn.close(now), codeless=True)
         elif choice == 5 and not conn.closed:
             byte = reader.byte()
             code = None if byte & 1 else _CODES[(byte >> 1) % len(_CODES)]
-            events = session.act("abort", lambda: conn.abort(code, "aborted"))
+            events = session.act(
+                "abort", lambda: conn.abort(code, "aborted"), silent=True, codeless=code is None
+            )
         elif choice == 6 and is_open:
             ping = system_frame(_PING, message_id=f"x-app-{reader.byte()}", timestamp=1)
             events = session.act("send_frame", lambda: conn.send_frame(ping, now))

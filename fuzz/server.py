@@ -10,7 +10,8 @@ encoding, timers that do not spin, a bounded stream buffer) and, for the server:
 
 * at most one ``ConnectRequested``; no ``FrameReceived`` before the application accepted
   (frames before CONNECT are a protocol error, frames before the verdict are held, B3);
-* the frames held before the verdict never exceed ``max_held_frames`` (white-box);
+* the frames held before the verdict never exceed ``max_held_frames`` nor
+  ``max_held_bytes`` (white-box);
 * an accepted connection that is not closed is ``OPEN``.
 
 Input layout: byte 0 (setup) and byte 1 (configuration), then operations.
@@ -58,7 +59,9 @@ from ._session import START, Session
 
 __all__ = ["CONFIGS", "MEMORY_LIMIT", "one_input", "seeds"]
 
-_LIMITS = Limits(max_frame=64 * 1024, max_decompressed=256 * 1024, max_held_frames=4)
+_LIMITS = Limits(
+    max_frame=64 * 1024, max_decompressed=256 * 1024, max_held_frames=4, max_held_bytes=4096
+)
 CONFIGS = (
     ServerConfig(limits=_LIMITS),
     ServerConfig(
@@ -131,6 +134,11 @@ class _Server:
             f"{len(held)} frames held before the verdict (max "
             f"{conn.config.limits.max_held_frames})",
         )
+        size = sum(frame.ByteSize() for frame in held)
+        check(
+            size <= conn.config.limits.max_held_bytes,
+            f"{size} bytes held before the verdict (max {conn.config.limits.max_held_bytes})",
+        )
         if self.accepted and not conn.closed:
             check(conn.state is ServerState.OPEN, f"accepted but in {conn.state}")
         if not self.manual and conn.state is ServerState.AWAITING_VERDICT and not conn.closed:
@@ -176,7 +184,12 @@ class _Server:
         elif choice == 6 and not conn.closed:
             byte = reader.byte()
             abort_code = None if byte & 1 else _CODES[(byte >> 1) % len(_CODES)]
-            events = session.act("abort", lambda: conn.abort(abort_code, "aborted"))
+            events = session.act(
+                "abort",
+                lambda: conn.abort(abort_code, "aborted"),
+                silent=True,
+                codeless=abort_code is None,
+            )
         elif choice == 7 and state is ServerState.OPEN:
             ping = system_frame(_PING, message_id="x-bcast", timestamp=1)
             events = session.act("send_encoded", lambda: conn.send_encoded(conn.encode(ping)))
