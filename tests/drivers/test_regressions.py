@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -11,11 +13,13 @@ from flare_drivers._websocket import connect_websocket
 from flare_proto import (
     ClientConfig,
     ClientConnection,
+    CloseCode,
     CommandKind,
     ConnectRequest,
     Format,
     Frame,
     Framing,
+    ServerConfig,
     encode_frame,
     message_frame,
 )
@@ -191,3 +195,69 @@ async def test_connect_timeout_names_the_url_and_stage(caplog: pytest.LogCapture
     assert expected in str(closed.value)
     assert isinstance(client.connect_error, RaceFailed)
     assert isinstance(client.connect_error.errors[hanging], TimeoutError)
+
+
+async def test_final_drain_is_bounded_when_the_peer_stops_reading() -> None:
+    """The core closes on a timer (auth_timeout) and its ERROR cannot be written (the peer
+    reads nothing): ``run()`` gives the write ``drain_timeout`` and returns; it used to
+    wait forever."""
+    from flare_drivers._clock import now
+    from flare_drivers._loop import ConnectionDriver
+    from flare_drivers._transport import TransportClosed
+    from flare_proto import ServerConnection
+
+    closed: list[int | None] = []
+
+    class Stuck:
+        framing = Framing.MESSAGE
+        remote = "stuck"
+
+        async def receive(self) -> bytes | TransportClosed:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        async def send(self, chunks: list[bytes]) -> None:
+            await anyio.sleep_forever()  # the peer's receive window is full
+
+        async def aclose(self, number: int | None, reason: str) -> None:
+            closed.append(number)
+
+    async def ignore(event: object) -> None:
+        pass
+
+    core = ServerConnection(ServerConfig(auth_timeout=0.1), now=now())
+    driver = ConnectionDriver(core, Stuck(), ignore, drain_timeout=0.2)
+    with anyio.fail_after(5):  # the bug: forever
+        await driver.run()
+    assert core.close_code is CloseCode.AUTH_TIMEOUT
+    assert closed  # the transport was closed regardless
+
+
+async def test_client_quic_idle_timeout_is_above_its_heartbeat_tolerance() -> None:
+    """B25: QUIC must not drop a quiet connection before flare's own deadlines decide:
+    the background liveness timeout is 360 s by default, the idle timeout 30 s above."""
+    assert Client(["quic://127.0.0.1:9"])._quic_idle_timeout() == 390.0
+    slow = ClientConfig(heartbeat_timeout=500.0)
+    assert Client(["quic://127.0.0.1:9"], slow)._quic_idle_timeout() > 500.0 * 3
+
+
+async def test_server_quic_idle_timeout_is_above_the_hub_idle_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The QUIC listener's idle timeout sits 30 s above the hub's ``idle_timeout`` (at
+    least 120 s), so the hub closes an idle connection first, with a close code (B25)."""
+    from flare_drivers import _quic, _serve
+
+    seen: list[float] = []
+
+    async def fake_serve_quic(handler: object, **kwargs: Any) -> None:
+        seen.append(kwargs["idle_timeout"])
+        kwargs["task_status"].started("127.0.0.1:1")
+
+    monkeypatch.setattr(_quic, "serve_quic", fake_serve_quic)  # serve() imports it late
+    for idle in (300.0, 10.0):
+        hub = Hub(ServerConfig(idle_timeout=idle))
+        async with anyio.create_task_group() as tg:
+            await tg.start(_serve.serve, hub, [_serve.Listener(kind="quic", port=0)])
+            tg.cancel_scope.cancel()
+    assert seen == [330.0, 120.0]
