@@ -15,6 +15,8 @@ then means a duplicate, never a SEND swallowed.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 SendKey = tuple[str, str, str]
 """``(user id, device id, message id)``; a tuple, so no choice of ids makes two collide."""
 
@@ -26,7 +28,7 @@ class RecentSends:
     go first. Time enters only as ``now`` (monotonic, never going back). A client resends
     a SEND only until its ``ack_timeout`` (10 s by default, :class:`~flare_proto.ClientConfig`)
     ends; the default ``ttl`` (120 s) is well above that, and the default ``capacity``
-    (65,536 keys, about 13 MiB with ids of the usual length) keeps those 10 s covered up
+    (65,536 keys, about 20 MiB with ids of the usual length) keeps those 10 s covered up
     to ~6,500 SENDs per second across the hub. At a higher rate the window shrinks to
     ``capacity / rate`` seconds: an older resend is handled again (a duplicate, not a loss).
     """
@@ -38,7 +40,9 @@ class RecentSends:
             raise ValueError("RecentSends needs capacity >= 1 and ttl > 0")
         self.capacity = capacity
         self.ttl = ttl
-        self._seen: dict[SendKey, float] = {}  # insertion order = time order
+        # Oldest first. An OrderedDict, not a dict: dropping keys from the front of a dict
+        # leaves holes that every later scan for its first key walks over (O(n)).
+        self._seen: OrderedDict[SendKey, float] = OrderedDict()
 
     @staticmethod
     def key(user_id: str | None, device_id: str | None, message_id: str) -> SendKey | None:
@@ -63,11 +67,10 @@ class RecentSends:
     def add(self, key: SendKey, now: float) -> None:
         """Remember ``key`` as handled at ``now``, dropping expired and surplus keys."""
         seen = self._seen
-        seen.pop(key, None)  # re-added: moves to the young end
-        horizon = now - self.ttl
-        while seen:
-            oldest = next(iter(seen))
-            if len(seen) < self.capacity and seen[oldest] > horizon:
-                break
-            del seen[oldest]
+        if key in seen:
+            seen.move_to_end(key)  # re-added: young again
         seen[key] = now
+        horizon = now - self.ttl
+        capacity = self.capacity
+        while len(seen) > capacity or next(iter(seen.values())) <= horizon:
+            seen.popitem(last=False)
