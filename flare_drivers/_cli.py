@@ -12,6 +12,7 @@ import argparse
 import base64
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -77,6 +78,22 @@ def _compression(text: str) -> Compression:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _bytes(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes > 0, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``flare`` (both subcommands)."""
     parser = argparse.ArgumentParser(prog="flare", description=__doc__.splitlines()[0])
@@ -97,13 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefer", choices=("client", "server"), default="client")
     s.add_argument(
         "--heartbeat-timeout",
-        type=float,
+        type=_seconds,
         default=90.0,
         help="clients' heartbeat timeout; QUIC idle timeout is set above it",
     )
-    s.add_argument("--idle-timeout", type=float, default=300.0)
-    s.add_argument("--auth-timeout", type=float, default=30.0)
-    s.add_argument("--max-frame", type=int, default=Limits().max_frame)
+    s.add_argument("--idle-timeout", type=_seconds, default=300.0)
+    s.add_argument("--auth-timeout", type=_seconds, default=30.0)
+    s.add_argument("--max-frame", type=_bytes, default=Limits().max_frame)
 
     c = sub.add_parser("connect", help="connect, send stdin lines, print what arrives")
     c.add_argument(
@@ -112,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--token")
     c.add_argument("--user")
     c.add_argument("--device-id")
-    c.add_argument("--platform", default="pc")
+    c.add_argument("--platform", help="with --device-id (default pc)")
     c.add_argument("--format", type=_format, default=Format.JSON)
     c.add_argument("--compression", type=_compression, default=Compression.NONE)
     c.add_argument("--force", action="store_true")
@@ -210,14 +227,19 @@ def _text_or_b64(data: bytes) -> dict[str, str]:
 
 
 def describe(event: object) -> dict[str, Any]:
-    """One received event as the JSON object ``flare connect`` prints."""
+    """One received event as the JSON object ``flare connect`` prints; a ``connected``
+    state also names the negotiated ``format`` and ``compression``."""
     if isinstance(event, StateChanged):
-        return {
+        out: dict[str, Any] = {
             "event": "state",
             "state": event.state.value,
             "code": None if event.code is None else event.code.code,
             "url": event.url,
         }
+        if event.encoding is not None:
+            out["format"] = event.encoding[0].wire_name
+            out["compression"] = event.encoding[1].value
+        return out
     if isinstance(event, Kicked):
         return {
             "event": "kicked",
@@ -228,7 +250,7 @@ def describe(event: object) -> dict[str, Any]:
         }
     if isinstance(event, FrameReceived):
         frame = event.frame
-        out: dict[str, Any] = {
+        out = {
             "event": "frame",
             "kind": event.kind.value,
             "message_id": frame.message_id,
@@ -285,7 +307,9 @@ async def run_connect(args: argparse.Namespace) -> int:
 
     device = None
     if args.device_id:
-        device = DeviceInfo(device_id=args.device_id, platform=Platform.parse(args.platform))
+        device = DeviceInfo(
+            device_id=args.device_id, platform=Platform.parse(args.platform or "pc")
+        )
     config = ClientConfig(
         format=args.format,
         compression=args.compression,
@@ -349,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.token_table = load_tokens(args.tokens)
             except (OSError, ValueError) as exc:
                 parser.error(f"--tokens {args.tokens}: {exc}")
+    elif args.platform is not None and not args.device_id:
+        # Device info is sent only with an id: a lone --platform would be dropped.
+        parser.error("--platform needs --device-id")
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -62,11 +62,13 @@ class ConnectionState(enum.Enum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateChanged:
     """The client moved to ``state``; ``code`` says why a connection ended, ``url`` which
-    transport is in use once connected."""
+    transport is in use once connected, ``encoding`` the (format, compression) the
+    handshake settled on (with ``connected`` only)."""
 
     state: ConnectionState
     code: CloseCode | None = None
     url: str | None = None
+    encoding: tuple[Format, Compression] | None = None
 
 
 ClientEvent = StateChanged | FrameReceived | Kicked
@@ -332,7 +334,8 @@ class Client:
             self._connected.set()
         elif self._connected.is_set():
             self._connected = anyio.Event()
-        self._publish(StateChanged(state=state, code=code, url=self.url))
+        encoding = self.encoding if state is ConnectionState.CONNECTED else None
+        self._publish(StateChanged(state=state, code=code, url=self.url, encoding=encoding))
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, FrameReceived):
@@ -400,7 +403,9 @@ class Client:
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)] (DESIGN §5)."""
-        return random.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+        # 2**attempt is capped first: after ~4 h of failures (attempt 1024) the float
+        # product overflowed and ended the client.
+        return random.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** min(attempt, 64)))
 
     async def _run_scoped(self) -> None:
         with self._run_scope:

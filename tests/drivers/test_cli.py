@@ -33,8 +33,10 @@ from .helpers import (
 CONNECTED = {"event": "state", "state": "connected"}
 
 
-def connected(client: FlareProcess, timeout: float = 5.0) -> dict[str, object]:
-    line: dict[str, object] = client.expect_event(timeout, event="state", state="connected")
+def connected(client: FlareProcess, timeout: float = 5.0, *, start: int = 0) -> dict[str, object]:
+    line: dict[str, object] = client.expect_event(
+        timeout, start=start, event="state", state="connected"
+    )
     return line
 
 
@@ -183,6 +185,32 @@ def test_chat_between_ws_and_quic_clients(chat_server: ServeProcess) -> None:
             assert assert_exits(client) == 0, client.describe()
 
 
+def test_connect_on_trio_sends_stdin_lines_in_order(chat_server: ServeProcess) -> None:
+    """``flare --backend trio connect``: lines written at once go out in stdin order (one
+    task per line once sent them in whatever order trio scheduled the tasks)."""
+    url = chat_server.url("ws")
+    lines = [f"line {i:02d}" for i in range(20)]
+    with (
+        connect_process(url, options=["--user", "bob"], name="bob") as bob,
+        FlareProcess(
+            flare_command("--backend", "trio", "connect", "--user", "alice", url),
+            name="alice",
+            graceful=2.0,
+        ) as alice,
+    ):
+        connected(bob)
+        connected(alice)
+        assert alice.proc.stdin is not None
+        alice.proc.stdin.write("".join(f"{line}\n" for line in lines))
+        alice.proc.stdin.flush()
+        bob.expect_event(event="frame", kind="send", payload={"text": lines[-1]}, timeout=10)
+        got = [e["payload"]["text"] for e in bob.matching(event="frame", kind="send")]
+        assert got == lines
+        for client in (alice, bob):
+            client.close_stdin()
+            assert assert_exits(client) == 0, client.describe()
+
+
 def test_serve_shutdown_tells_connected_clients() -> None:
     with (
         ServeProcess("--ws", "127.0.0.1:0", "--quic", "127.0.0.1:0") as server,
@@ -204,6 +232,100 @@ def test_racing_skips_a_dead_quic_url(chat_server: ServeProcess) -> None:
         assert client.expect_event(event="state", state="negotiating")["url"] == ws_url
         client.send_line("via the race winner")
         client.expect_event(event="ack")
+
+
+def encoding(line: dict[str, object]) -> tuple[object, object]:
+    return line.get("format"), line.get("compression")
+
+
+def test_describe_state_lines() -> None:
+    """The state lines keep their four keys; only a ``connected`` one that knows its
+    encoding adds ``format`` and ``compression`` (after them, wire names)."""
+    from flare_drivers._cli import describe
+    from flare_drivers._client import ConnectionState, StateChanged
+    from flare_proto import CloseCode, Compression, Format
+
+    reconnecting = StateChanged(
+        state=ConnectionState.RECONNECTING, code=CloseCode.SERVER_SHUTDOWN, url="ws://h:1"
+    )
+    assert describe(reconnecting) == {
+        "event": "state", "state": "reconnecting", "code": "server_shutdown", "url": "ws://h:1"
+    }  # fmt: skip
+    up = StateChanged(
+        state=ConnectionState.CONNECTED, url="quic://h:2",
+        encoding=(Format.PROTOBUF, Compression.ZSTD),
+    )  # fmt: skip
+    assert list(describe(up).items()) == [
+        ("event", "state"), ("state", "connected"), ("code", None), ("url", "quic://h:2"),
+        ("format", "protobuf"), ("compression", "zstd"),
+    ]  # fmt: skip
+
+
+def test_connect_prints_the_negotiated_encoding() -> None:
+    """The ``connected`` line names the encoding the server chose (DESIGN §3.2): with
+    ``--prefer server`` a plain connect (json, none) gets the server default and a
+    ``--force``d one gets exactly what it asked for; with ``--prefer client`` (the default)
+    an unforced connect gets its own choice. Clients on different encodings still chat,
+    with lines long enough to be compressed."""
+    with ServeProcess(
+        "--ws", "127.0.0.1:0", "--prefer", "server", "--format", "protobuf",
+        "--compression", "gzip",
+    ) as server:  # fmt: skip
+        url = server.url("ws")
+        forced_options = ["--force", "--format", "json", "--compression", "zstd"]
+        with (
+            connect_process(url, name="plain") as plain,
+            connect_process(url, options=forced_options, name="forced") as forced,
+        ):
+            assert encoding(connected(plain)) == ("protobuf", "gzip")
+            assert encoding(connected(forced)) == ("json", "zstd")
+            assert "format" not in plain.expect_event(event="state", state="negotiating")
+            long = "ünïcode " * 64  # above compress_min_bytes (256) in every encoding
+            plain.send_line(long)
+            plain.expect_event(event="ack")
+            assert forced.expect_event(event="frame", kind="send")["payload"] == {"text": long}
+            forced.send_line(long.upper())
+            forced.expect_event(event="ack")
+            got = plain.expect_event(event="frame", kind="send")
+            assert got["payload"] == {"text": long.upper()}
+        assert server.stop() == 0, server.describe()
+    with ServeProcess("--ws", "127.0.0.1:0", "--format", "protobuf") as server:
+        options = ["--format", "json", "--compression", "zstd"]
+        with connect_process(server.url("ws"), options=options) as client:
+            assert encoding(connected(client)) == ("json", "zstd")
+        assert server.stop() == 0, server.describe()
+
+
+def test_serve_max_frame_closes_the_sender_with_frame_too_large() -> None:
+    """``--max-frame`` reaches the hub: a line that fits is ACKed; a SEND above the limit
+    gets ``frame_too_large``, a terminal code, so the client does not reconnect: its
+    pending SEND fails with that code and it exits with status 1."""
+    with ServeProcess("--ws", "127.0.0.1:0", "--max-frame", "1000") as server:
+        with connect_process(server.url("ws")) as client:
+            assert encoding(connected(client)) == ("json", "none")  # nothing compressed
+            client.send_line("fits")
+            client.expect_event(event="ack")
+            client.send_line("x" * 1000)  # JSON writes bytes as numbers: about 4 kB
+            failed = client.expect_event(event="send_failed")
+            assert failed["reason"] == "frame_too_large"
+            closed_with(client, "frame_too_large")
+            assert assert_exits(client, 2) == 1  # stdin still open: the close ended it
+            assert not client.matching(event="state", state="reconnecting")
+        assert server.stop() == 0, server.describe()
+
+
+def test_serve_idle_timeout_closes_a_silent_client() -> None:
+    """``--idle-timeout 1`` reaches the hub: ``flare connect`` pings only every 30 s, so
+    after about a second of silence the server closes it with ``heartbeat_timeout``, a
+    code that allows reconnecting, and the client connects again."""
+    with (
+        ServeProcess("--ws", "127.0.0.1:0", "--idle-timeout", "1") as server,
+        connect_process(server.url("ws")) as client,
+    ):
+        connected(client)
+        closed = client.expect_event(event="state", state="reconnecting")
+        assert closed["code"] == "heartbeat_timeout"
+        connected(client, start=client.lines.index(closed) + 1)
 
 
 def test_tokens_good_token_uses_the_mapped_user(tmp_path: Path) -> None:
@@ -328,6 +450,8 @@ def run_flare(*args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[
         (["serve", "--devices", "bogus"], "argument --devices: invalid choice: 'bogus'"),
         (["serve", "--format", "xml"], "argument --format: format must be protobuf or json"),
         (["serve", "--prefer", "nobody"], "argument --prefer: invalid choice: 'nobody'"),
+        (["serve", "--max-frame", "0"], "argument --max-frame: expected a number of bytes > 0"),
+        (["serve", "--idle-timeout", "-1"], "argument --idle-timeout: expected a number of"),
         (["connect", "--compression", "lz4", "ws://x:1"], "argument --compression"),
         (["connect"], "the following arguments are required: URL"),
         (["bogus"], "invalid choice: 'bogus'"),
@@ -348,8 +472,15 @@ def test_invalid_arguments_exit_2(args: list[str], message: str) -> None:
         (["serve", "--wss", "127.0.0.1:0"], "--cert"),
         (["serve", "--tokens", "/nonexistent/tokens.json"], "/nonexistent/tokens.json"),
         (["connect", "http://127.0.0.1:1"], "http://127.0.0.1:1"),
+        (["connect", "--platform", "ios", "ws://127.0.0.1:1"], "--platform needs --device-id"),
     ],
-    ids=["port-out-of-range", "wss-without-cert", "missing-tokens-file", "bad-url-scheme"],
+    ids=[
+        "port-out-of-range",
+        "wss-without-cert",
+        "missing-tokens-file",
+        "bad-url-scheme",
+        "platform-without-device-id",
+    ],
 )
 def test_invalid_arguments_found_late(args: list[str], message: str) -> None:
     try:

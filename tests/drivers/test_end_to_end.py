@@ -183,6 +183,24 @@ async def test_race_both_up_one_connect() -> None:
 
 
 async def test_race_hanging_first_transport_next_starts_after_stagger() -> None:
+    """DESIGN §5: the first URL accepts TCP but never answers the upgrade; the second is
+    dialled once the 0.25 s stagger has passed (at least 0.2 s after the first: it waited
+    for the stagger) and long before the first's 60 s connect timeout (under 2 s), and
+    wins. The bounds are wide on purpose: they separate "after the stagger" from "at
+    once" and from "after the timeout", they do not measure speed."""
+    import time
+
+    from flare_drivers._transport import Transport
+
+    class DialLog(Client):
+        """Records each dial's URL and start time (``Client._dial`` is what race() runs)."""
+
+        dials: list[tuple[str, float]]
+
+        async def _dial(self, u: str) -> Transport:
+            self.dials.append((u, time.monotonic()))
+            return await super()._dial(u)
+
     hub = Hub()
     hang_sockets: list[object] = []
 
@@ -198,17 +216,18 @@ async def test_race_hanging_first_transport_next_starts_after_stagger() -> None:
         ):
             tg.start_soon(listener.serve, hang)
             port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            client = Client(
-                # The hanging attempt would only give up after 60 s; the whole test is
-                # bounded by 10 s, so connecting at all proves the next attempt started
-                # after the stagger, not after the first one's timeout.
-                [f"ws://127.0.0.1:{port}", url(bound, "ws")], connect_timeout=60.0, **FAST
-            )
+            hanging, live = f"ws://127.0.0.1:{port}", url(bound, "ws")
+            client = DialLog([hanging, live], connect_timeout=60.0, **FAST)
+            client.dials = []
+            assert client.race_stagger == 0.25
             async with client:
                 await client.wait_connected()
-                assert client.url == url(bound, "ws")
-                assert client.connect_error is None  # the race was won, QUIC's loss is no error
+                assert client.url == live
+                assert client.connect_error is None  # the race was won: the loser is no error
                 assert hang_sockets  # the first attempt really started and hung
+                (first_url, t_first), (second_url, t_second) = client.dials
+                assert (first_url, second_url) == (hanging, live)
+                assert 0.2 <= t_second - t_first < 2.0, t_second - t_first
             tg.cancel_scope.cancel()
 
 
