@@ -383,9 +383,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "serve":
-            anyio.run(run_serve, args, backend=args.backend)
+            try:
+                anyio.run(run_serve, args, backend=args.backend)
+            except (OSError, BaseExceptionGroup) as exc:
+                # A listener could not bind (port in use, no permission, no such address):
+                # one line that names it, not a traceback through the task groups.
+                failure = _bind_failure(exc)
+                if failure is None:
+                    raise
+                print(f"flare serve: {failure}", file=sys.stderr)
+                return 1
             return 0
         result: int = anyio.run(run_connect, args, backend=args.backend)
         return result
     except KeyboardInterrupt:
         return 130
+
+
+def _bind_failure(exc: BaseException) -> OSError | None:
+    """The OSError inside ``exc`` (a task group may have wrapped it), if that is all it is."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError) else None

@@ -44,48 +44,59 @@ async def serve(
 ) -> None:
     """Serve ``hub`` on every listener until cancelled; reports ``{kind: "host:port"}``
     (the bound addresses, e.g. for port 0) through ``task_status`` once all listen."""
-    from ._quic import serve_quic
-    from ._tls import load_pem_files, server_context
-    from ._websocket import serve_websocket
-
     # The transport hands over at most max_frame + 1 bytes; the core rejects the excess.
     max_message = hub.config.limits.max_frame
     bound: dict[str, str] = {}
     async with anyio.create_task_group() as tg:
         for spec in listeners:
-            if spec.kind in ("ws", "wss"):
-                context = None
-                if spec.kind == "wss":
-                    if not (spec.certfile and spec.keyfile):
-                        raise ValueError("wss needs certfile and keyfile")
-                    context = server_context(load_pem_files(spec.certfile, spec.keyfile))
-                address = await tg.start(
-                    lambda task_status, s=spec, c=context: serve_websocket(
-                        hub.handle_transport,
-                        host=s.host,
-                        port=s.port,
-                        ssl_context=c,
-                        max_message=max_message,
-                        handshake_timeout=s.handshake_timeout,
-                        task_status=task_status,
-                    )
-                )
-            else:
-                # Above the hub's own idle deadline, so the core closes first, with a code.
-                idle = spec.idle_timeout or max(120.0, hub.config.idle_timeout + 30.0)
-                address = await tg.start(
-                    lambda task_status, s=spec, i=idle: serve_quic(
-                        hub.handle_transport,
-                        host=s.host,
-                        port=s.port,
-                        certfile=s.certfile,
-                        keyfile=s.keyfile,
-                        alpn=s.alpn,
-                        idle_timeout=i,
-                        handshake_timeout=s.handshake_timeout,
-                        task_status=task_status,
-                    )
-                )
-            bound[spec.kind] = address
-            log.info("listening: %s %s", spec.kind, address)
+            try:
+                bound[spec.kind] = await _start(tg, hub, spec, max_message)
+            except OSError as exc:
+                # Name the listener: the bind error alone does not say which address.
+                where = f"{spec.kind} {spec.host}:{spec.port}"
+                reason = exc.strerror or str(exc)
+                raise OSError(exc.errno, f"cannot listen on {where}: {reason}") from exc
+            log.info("listening: %s %s", spec.kind, bound[spec.kind])
         task_status.started(bound)
+
+
+async def _start(tg: anyio.abc.TaskGroup, hub: Hub, spec: Listener, max_message: int) -> str:
+    """Start one listener in ``tg``; returns its bound ``host:port``."""
+    from ._quic import serve_quic
+    from ._tls import load_pem_files, server_context
+    from ._websocket import serve_websocket
+
+    if spec.kind in ("ws", "wss"):
+        context = None
+        if spec.kind == "wss":
+            if not (spec.certfile and spec.keyfile):
+                raise ValueError("wss needs certfile and keyfile")
+            context = server_context(load_pem_files(spec.certfile, spec.keyfile))
+        address: str = await tg.start(
+            lambda task_status: serve_websocket(
+                hub.handle_transport,
+                host=spec.host,
+                port=spec.port,
+                ssl_context=context,
+                max_message=max_message,
+                handshake_timeout=spec.handshake_timeout,
+                task_status=task_status,
+            )
+        )
+        return address
+    # Above the hub's own idle deadline, so the core closes first, with a code.
+    idle = spec.idle_timeout or max(120.0, hub.config.idle_timeout + 30.0)
+    address = await tg.start(
+        lambda task_status: serve_quic(
+            hub.handle_transport,
+            host=spec.host,
+            port=spec.port,
+            certfile=spec.certfile,
+            keyfile=spec.keyfile,
+            alpn=spec.alpn,
+            idle_timeout=idle,
+            handshake_timeout=spec.handshake_timeout,
+            task_status=task_status,
+        )
+    )
+    return address

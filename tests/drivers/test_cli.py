@@ -492,6 +492,31 @@ def test_invalid_arguments_found_late(args: list[str], message: str) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("kind", ["ws", "quic"])
+def test_serve_on_a_busy_port_says_which_and_exits_1(kind: str) -> None:
+    """One line naming the listener and the reason, exit 1; no traceback, no ready line."""
+    import errno
+    import socket
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "ws" else socket.SOCK_DGRAM)
+    with busy:
+        busy.bind(("127.0.0.1", 0))
+        if kind == "ws":
+            busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            flare_command("serve", f"--{kind}", f"127.0.0.1:{port}"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    expected = f"flare serve: [Errno {errno.EADDRINUSE}] cannot listen on {kind} 127.0.0.1:{port}: "
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_module_and_script_are_the_same_command() -> None:
     assert FLARE_SCRIPT.exists(), FLARE_SCRIPT
     for argv in (flare_command("--help"), flare_command("--help", script=True)):
