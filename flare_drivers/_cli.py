@@ -38,7 +38,7 @@ from flare_proto._devices import STRATEGY_NAMES
 
 from ._client import Client, ClientClosed, SendFailed, StateChanged
 from ._hub import Accept, Authenticator, Hub, Reject, install_chat_room
-from ._serve import Listener, ListenerKind, serve
+from ._serve import Listener, ListenerKind, ListenError, serve
 
 log = logging.getLogger("flare")
 
@@ -385,9 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             try:
                 anyio.run(run_serve, args, backend=args.backend)
-            except (OSError, BaseExceptionGroup) as exc:
-                # A listener could not bind (port in use, no permission, no such address):
-                # one line that names it, not a traceback through the task groups.
+            except (ListenError, BaseExceptionGroup) as exc:
+                # A listener could not start (port in use, no such address, unreadable
+                # certificate): one line naming it, not a traceback through task groups.
                 failure = _bind_failure(exc)
                 if failure is None:
                     raise
@@ -400,8 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _bind_failure(exc: BaseException) -> OSError | None:
-    """The OSError inside ``exc`` (a task group may have wrapped it), if that is all it is."""
+def _bind_failure(exc: BaseException) -> ListenError | None:
+    """The :class:`ListenError` inside ``exc`` (task groups may have wrapped it), if that
+    is all it is; any other error keeps its traceback."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return exc if isinstance(exc, OSError) else None
+    return exc if isinstance(exc, ListenError) else None

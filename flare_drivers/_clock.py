@@ -4,8 +4,9 @@ The core takes ``now`` from :func:`now` (``time.monotonic``), not from the event
 clock: trio's clock has a random offset, and both backends must produce the same ids and
 deadlines. Ids are Unix-millisecond based (reference §11.3), so :func:`process_ids` pins
 the wall-clock offset once per process, and starts its message counter at a random
-48-bit value, so that two client processes never share ids (a server de-duplicates
-resent SENDs by user, device and id: flare_proto.RecentSends).
+48-bit value, so that two client processes started apart do not share ids (a server
+de-duplicates resent SENDs by user, device, id and payload: flare_proto.RecentSends). A
+process forked after its first id continues the same counter as its parent.
 """
 
 from __future__ import annotations

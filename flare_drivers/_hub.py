@@ -188,6 +188,7 @@ class Hub:
         max_queue: int = 1024,
         hook_timeout: float = 5.0,
         dedup: bool | RecentSends = True,
+        resend_wait: float = 10.0,
     ) -> None:
         self.config = config or ServerConfig()
         self.authenticator = authenticator
@@ -200,6 +201,9 @@ class Hub:
             (RecentSends() if dedup else None) if isinstance(dedup, bool) else dedup
         )
         """SENDs handled lately (``dedup``): a resend of one is ACKed, not handled again."""
+        self.resend_wait = resend_wait
+        """How long a resend waits for the same SEND's handler running on another
+        connection before it is handled again (the client's ``ack_timeout`` by default)."""
         # SENDs whose handler runs now, by key; the value is created only when a resend
         # arrives meanwhile and has to wait for the outcome.
         self._handling: dict[SendKey, anyio.Event | None] = {}
@@ -373,7 +377,10 @@ class Hub:
         if kind is CommandKind.SEND and recent is not None:
             device = conn.device
             key = RecentSends.key(
-                conn.user_id, device.device_id if device is not None else None, ack_id(frame)
+                conn.user_id,
+                device.device_id if device is not None else None,
+                ack_id(frame),
+                frame.command.message.payload,
             )
             if key is not None:
                 if (key in self._handling or recent.seen(key, now())) and await self._settled(
@@ -383,7 +390,7 @@ class Hub:
                     # ACK it again, do not deliver it twice.
                     self._ack(conn, frame)
                     return
-                self._handling[key] = None
+                self._handling.setdefault(key, None)  # (still set if the wait gave up)
         try:
             await self.router.dispatch(conn, frame, kind)
         except Exception:
@@ -395,7 +402,7 @@ class Hub:
                 recent.add(key, now())
         finally:
             if key is not None:
-                waiting = self._handling.pop(key)
+                waiting = self._handling.pop(key, None)
                 if waiting is not None:
                     waiting.set()
         if kind is CommandKind.SEND:
@@ -404,12 +411,16 @@ class Hub:
     async def _settled(self, recent: RecentSends, key: SendKey) -> bool:
         """Whether the SEND ``key`` was handled, once no handler for it runs any more: a
         resend can arrive while the first connection's handler is still at work (that
-        connection is not dead yet); a failed handler leaves it unhandled."""
-        while key in self._handling:
-            waiting = self._handling[key]
-            if waiting is None:
-                waiting = self._handling[key] = anyio.Event()
-            await waiting.wait()
+        connection is not dead yet); a failed handler leaves it unhandled. The wait is
+        bounded (``resend_wait``): past it the resend is handled again, as it would be
+        without de-duplication, rather than holding this connection behind another's
+        handler."""
+        with anyio.move_on_after(self.resend_wait):
+            while key in self._handling:
+                waiting = self._handling[key]
+                if waiting is None:
+                    waiting = self._handling[key] = anyio.Event()
+                await waiting.wait()
         return recent.seen(key, now())
 
     @staticmethod

@@ -36,6 +36,21 @@ class Listener:
     this many seconds, or the socket is dropped (before flare's own ``auth_timeout``)."""
 
 
+class ListenError(OSError):
+    """A listener could not start (its address in use or not available, its certificate
+    unreadable...): names the listener, keeps the cause's ``errno``."""
+
+    def __init__(self, spec: Listener, cause: OSError) -> None:
+        detail = cause.strerror or str(cause)
+        if cause.filename is not None:
+            detail = f"{detail}: {cause.filename}"
+        message = f"cannot listen on {spec.kind} {spec.host}:{spec.port}: {detail}"
+        if cause.errno is None:
+            super().__init__(message)
+        else:
+            super().__init__(cause.errno, message)
+
+
 async def serve(
     hub: Hub,
     listeners: Sequence[Listener],
@@ -43,7 +58,8 @@ async def serve(
     task_status: anyio.abc.TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``hub`` on every listener until cancelled; reports ``{kind: "host:port"}``
-    (the bound addresses, e.g. for port 0) through ``task_status`` once all listen."""
+    (the bound addresses, e.g. for port 0) through ``task_status`` once all listen.
+    Raises :class:`ListenError` (an ``OSError``) when a listener cannot start."""
     # The transport hands over at most max_frame + 1 bytes; the core rejects the excess.
     max_message = hub.config.limits.max_frame
     bound: dict[str, str] = {}
@@ -52,10 +68,8 @@ async def serve(
             try:
                 bound[spec.kind] = await _start(tg, hub, spec, max_message)
             except OSError as exc:
-                # Name the listener: the bind error alone does not say which address.
-                where = f"{spec.kind} {spec.host}:{spec.port}"
-                reason = exc.strerror or str(exc)
-                raise OSError(exc.errno, f"cannot listen on {where}: {reason}") from exc
+                # Name the listener: a bind error alone does not say which address.
+                raise ListenError(spec, exc) from exc
             log.info("listening: %s %s", spec.kind, bound[spec.kind])
         task_status.started(bound)
 

@@ -28,23 +28,24 @@ class Limits:
     """Largest decompressed frame; checked before the output is allocated."""
     max_held_frames: int = 64
     """Frames held between CONNECT and the auth verdict; one more is a protocol error."""
-    max_held_bytes: int = 16 * MiB
+    max_held_bytes: int | None = None
     """Total size of those held frames (decoded, as protobuf); more is a protocol error.
-    Without it an unauthenticated connection could make the server hold
-    ``max_held_frames`` × ``max_decompressed`` (1 GiB) until ``auth_timeout``; the
-    default still lets one largest frame through."""
+    ``None``: ``max_decompressed``, so one largest frame still fits (16 MiB with the
+    defaults). Without it an unauthenticated connection could make the server hold
+    ``max_held_frames`` × ``max_decompressed`` (1 GiB) until ``auth_timeout``."""
     max_undecodable: int = 8
     """Undecodable frames in a row that close the connection with ``protocol_error``."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_frame",
-            "max_decompressed",
-            "max_held_frames",
-            "max_held_bytes",
-            "max_undecodable",
-        ):
+        for name in ("max_frame", "max_decompressed", "max_held_frames", "max_undecodable"):
             _positive(name, getattr(self, name))
+        if self.max_held_bytes is not None:
+            _positive("max_held_bytes", self.max_held_bytes)
+
+    @property
+    def held_bytes(self) -> int:
+        """The effective ``max_held_bytes``."""
+        return self.max_decompressed if self.max_held_bytes is None else self.max_held_bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

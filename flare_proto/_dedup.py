@@ -10,15 +10,18 @@ Message ids are unique per client process only (``"{unix_millis}-{counter}"``), 
 also names the sender: its user id and device id. A connection with neither cannot be told
 apart from another client that happens to use the same id, so it gets no key
 (:meth:`RecentSends.key` returns ``None``) and keeps at-least-once delivery: a lost ACK
-then means a duplicate, never a SEND swallowed.
+then means a duplicate, never a SEND swallowed. A key also holds the payload's hash: a
+resend is the same frame, while an application that reuses an id for a new message (ids
+may be chosen by the caller) must not have that message taken for a resend and dropped.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-SendKey = tuple[str, str, str]
-"""``(user id, device id, message id)``; a tuple, so no choice of ids makes two collide."""
+SendKey = tuple[str, str, str, int]
+"""``(user id, device id, message id, hash of the payload)``; a tuple, so no choice of ids
+makes two collide."""
 
 
 class RecentSends:
@@ -45,12 +48,14 @@ class RecentSends:
         self._seen: OrderedDict[SendKey, float] = OrderedDict()
 
     @staticmethod
-    def key(user_id: str | None, device_id: str | None, message_id: str) -> SendKey | None:
+    def key(
+        user_id: str | None, device_id: str | None, message_id: str, payload: bytes
+    ) -> SendKey | None:
         """The key of one sender's SEND, or ``None`` when the sender is anonymous (no user
         id and no device id) or the SEND has no id."""
         if not message_id or not (user_id or device_id):
             return None
-        return (user_id or "", device_id or "", message_id)
+        return (user_id or "", device_id or "", message_id, hash(payload))
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` was added (it may have expired: use :meth:`seen`)."""

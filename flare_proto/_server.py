@@ -275,7 +275,7 @@ class ServerConnection(ConnectionBase):
             self._fail(CloseCode.PROTOCOL_ERROR, "too many frames before the auth verdict", now)
         else:
             self._held_bytes += frame.ByteSize()
-            if self._held_bytes > self._limits.max_held_bytes:
+            if self._held_bytes > self._limits.held_bytes:
                 self._fail(CloseCode.PROTOCOL_ERROR, "too much data before the auth verdict", now)
             else:
                 self._held.append(frame)

@@ -136,8 +136,8 @@ class _Server:
         )
         size = sum(frame.ByteSize() for frame in held)
         check(
-            size <= conn.config.limits.max_held_bytes,
-            f"{size} bytes held before the verdict (max {conn.config.limits.max_held_bytes})",
+            size <= conn.config.limits.held_bytes,
+            f"{size} bytes held before the verdict (max {conn.config.limits.held_bytes})",
         )
         if self.accepted and not conn.closed:
             check(conn.state is ServerState.OPEN, f"accepted but in {conn.state}")

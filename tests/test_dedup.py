@@ -8,12 +8,15 @@ import pytest
 from flare_proto import RecentSends, SequentialIds
 
 
-def test_key_names_the_sender_and_the_message() -> None:
-    assert RecentSends.key("alice", "phone", "m1") == ("alice", "phone", "m1")
-    assert RecentSends.key("alice", None, "m1") == ("alice", "", "m1")
-    assert RecentSends.key(None, "phone", "m1") == ("", "phone", "m1")
+def test_key_names_the_sender_the_message_and_its_content() -> None:
+    h = hash(b"hi")
+    assert RecentSends.key("alice", "phone", "m1", b"hi") == ("alice", "phone", "m1", h)
+    assert RecentSends.key("alice", None, "m1", b"hi") == ("alice", "", "m1", h)
+    assert RecentSends.key(None, "phone", "m1", b"hi") == ("", "phone", "m1", h)
     # Ids that would collide if the fields were joined into one string do not.
-    assert RecentSends.key("a", "b\x00c", "m") != RecentSends.key("a\x00b", "c", "m")
+    assert RecentSends.key("a", "b\x00c", "m", b"") != RecentSends.key("a\x00b", "c", "m", b"")
+    # An id reused for another message is another key: it must not pass for a resend.
+    assert RecentSends.key("alice", "", "m1", b"hi") != RecentSends.key("alice", "", "m1", b"ho")
 
 
 @pytest.mark.parametrize(
@@ -26,22 +29,22 @@ def test_no_key_when_a_resend_could_not_be_told_apart(
 ) -> None:
     """An anonymous sender keeps at-least-once delivery: with no key, nothing is ever
     swallowed because another client used the same message id."""
-    assert RecentSends.key(user, device, message) is None
+    assert RecentSends.key(user, device, message, b"x") is None
 
 
 def test_seen_until_the_ttl_ends() -> None:
     recent = RecentSends(ttl=10.0)
-    key = ("alice", "", "m1")
+    key = ("alice", "", "m1", 0)
     assert not recent.seen(key, 0.0)
     recent.add(key, 100.0)
     assert recent.seen(key, 100.0) and recent.seen(key, 109.9)
     assert not recent.seen(key, 110.0)
-    assert not recent.seen(("bob", "", "m1"), 100.0)
+    assert not recent.seen(("bob", "", "m1", 0), 100.0)
 
 
 def test_capacity_drops_the_oldest_first() -> None:
     recent = RecentSends(capacity=3, ttl=1000.0)
-    keys = [("u", "", f"m{i}") for i in range(5)]
+    keys = [("u", "", f"m{i}", 0) for i in range(5)]
     for t, key in enumerate(keys):
         recent.add(key, float(t))
     assert len(recent) == 3
@@ -50,7 +53,7 @@ def test_capacity_drops_the_oldest_first() -> None:
 
 def test_adding_again_refreshes_a_key() -> None:
     recent = RecentSends(capacity=2, ttl=10.0)
-    a, b, c = ("u", "", "a"), ("u", "", "b"), ("u", "", "c")
+    a, b, c = ("u", "", "a", 0), ("u", "", "b", 0), ("u", "", "c", 0)
     recent.add(a, 0.0)
     recent.add(b, 1.0)
     recent.add(a, 5.0)  # a is young again: b is now the oldest
@@ -61,8 +64,8 @@ def test_adding_again_refreshes_a_key() -> None:
 def test_expired_keys_are_dropped_when_adding() -> None:
     recent = RecentSends(ttl=1.0)
     for i in range(100):
-        recent.add(("u", "", f"m{i}"), 0.0)
-    recent.add(("u", "", "late"), 5.0)
+        recent.add(("u", "", f"m{i}", 0), 0.0)
+    recent.add(("u", "", "late", 0), 5.0)
     assert len(recent) == 1
 
 

@@ -321,6 +321,18 @@ def test_too_much_held_data_is_a_protocol_error() -> None:
     assert not any(isinstance(e, FrameReceived) for e in over.server_events)
 
 
+def test_held_bytes_default_follows_max_decompressed() -> None:
+    """By default one largest frame fits before the verdict, whatever the limits: raising
+    ``max_decompressed`` raises the bound with it; an explicit bound is kept."""
+    from flare_proto import Limits
+
+    assert Limits().held_bytes == Limits().max_decompressed == 16 * 1024 * 1024
+    assert Limits(max_decompressed=64 * 1024 * 1024).held_bytes == 64 * 1024 * 1024
+    assert Limits(max_held_bytes=1000).held_bytes == 1000
+    with pytest.raises(LocalProtocolError):
+        Limits(max_held_bytes=0)
+
+
 @pytest.mark.parametrize("when", ["before_verdict", "after_accept"])
 def test_b21_repeated_connect_is_a_protocol_error(when: str) -> None:
     pair = Loopback(auto_accept=when == "after_accept")

@@ -517,6 +517,21 @@ def test_serve_on_a_busy_port_says_which_and_exits_1(kind: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("kind", ["wss", "quic"])
+def test_serve_with_a_missing_certificate_names_the_file(kind: str, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    result = subprocess.run(
+        flare_command("serve", f"--{kind}", "127.0.0.1:0", "--cert", str(missing), "--key",
+                      str(missing)),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"cannot listen on {kind} 127.0.0.1:0: No such file or directory: {missing}" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_module_and_script_are_the_same_command() -> None:
     assert FLARE_SCRIPT.exists(), FLARE_SCRIPT
     for argv in (flare_command("--help"), flare_command("--help", script=True)):

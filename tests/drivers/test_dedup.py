@@ -56,7 +56,8 @@ async def test_lost_ack_resend_is_acked_not_handled_again(kind: str) -> None:
     assert ident == "m-1"
     assert handled == [b"once"]
     recent = hub.recent_sends
-    assert recent is not None and recent.seen(("alice", "phone-1", "m-1"), now())
+    key = RecentSends.key("alice", "phone-1", "m-1", b"once")
+    assert recent is not None and key is not None and recent.seen(key, now())
 
 
 async def test_anonymous_sender_gets_at_least_once() -> None:
@@ -194,3 +195,51 @@ async def test_a_failed_handler_leaves_the_send_unhandled() -> None:
         async with running(hub, ["ws"]) as bound, Client([url(bound, "ws")], config, **FAST) as c:
             await c.send(b"again", message_id="m-1")
     assert calls == [b"again", b"again"]
+
+
+async def test_an_id_reused_for_a_new_message_is_handled() -> None:
+    """Applications may choose ids (``send(message_id=)``); one reused for a different
+    payload is a new message, not a resend: handled and ACKed, never swallowed."""
+    hub = Hub()
+    handled: list[bytes] = []
+
+    @hub.router.on(CommandKind.SEND)
+    async def record(conn: Connection, frame: Frame) -> None:
+        handled.append(frame.command.message.payload)
+
+    config = ClientConfig(user_id="alice", device=PHONE)
+    with anyio.fail_after(15):
+        async with running(hub, ["ws"]) as bound, Client([url(bound, "ws")], config, **FAST) as c:
+            await c.send(b"order 1 created", message_id="order-1")
+            await c.send(b"order 1 paid", message_id="order-1")
+    assert handled == [b"order 1 created", b"order 1 paid"]
+
+
+async def test_a_resend_stops_waiting_for_a_stuck_handler() -> None:
+    """The first connection's handler never finishes: the resend on the new connection
+    waits ``resend_wait``, then is handled itself (at-least-once, as without
+    de-duplication) instead of being held behind the stuck one for good."""
+    hub = Hub(resend_wait=0.3)
+    handled: list[str] = []
+    stuck = anyio.Event()
+
+    @hub.router.on(CommandKind.SEND)
+    async def first_one_hangs(conn: Connection, frame: Frame) -> None:
+        handled.append(conn.id)
+        if len(handled) == 1:
+            stuck.set()
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(15):
+        async with running(hub, ["ws"]) as bound:
+            old = await RawSession.open(url(bound, "ws"))
+            await old.until(HandshakeCompleted)
+            old.core.send_message(b"once", now(), message_id="m-1")
+            await old.flush()
+            await stuck.wait()
+            new = await RawSession.open(url(bound, "ws"), resend=old.core.pending_sends())
+            await new.until(HandshakeCompleted)
+            await new.until(MessageAcked)
+            await old.transport.aclose(None, "done")  # type: ignore[attr-defined]
+            await new.transport.aclose(None, "done")  # type: ignore[attr-defined]
+    assert len(handled) == 2 and handled[0] != handled[1]
