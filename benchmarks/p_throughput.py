@@ -14,6 +14,9 @@ a fixed interval, after a warm-up. Both sides are real processes, started once p
   client has no such layer either). Full protocol: CONNECT/CONNECT_ACK, Protobuf frames,
   SEND tracked by the core until its ACK frame, PING every 0.5 s answered by PONG (the
   PONGs seen are reported), ACK order checked against send order. The rate counts ACKs.
+* **P3 flare, identified sender** (in ``extra``, not the ratio): the same client with a
+  user id, so the hub also remembers each SEND it handled to ACK a resend instead of
+  handling it twice (docs/decisions.md, "Delivery"); anonymous senders skip that work.
 * **P3 peer**: a bare ``websockets`` echo server (its own process, compression off) and a
   ``websockets`` client sending 256-byte Binary messages, counting echoes.
 * **P4 flare (QUIC)**: as P3 over flare's QUIC transport (aioquic under flare's pump, one
@@ -51,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import Child, Row, children, cpu_seconds, emit, speed_row
+from _common import Child, Row, children, cpu_seconds, emit, paired_ratio, speed_row
 
 WINDOW = 128
 """Messages in flight at most, for every client (flare and peers)."""
@@ -179,7 +182,9 @@ async def flare_client(args: argparse.Namespace) -> dict[str, Any]:
     config = ClientConfig(
         format=Format.PROTOBUF,
         compression=Compression.NONE,
-        user_id="bench",  # an identified sender: the hub's resend de-duplication is on the path
+        # With a user id the hub remembers every SEND it handled, to ACK a resend instead of
+        # handling it twice (docs/decisions.md, "Delivery"); anonymous senders skip that.
+        user_id=args.user,
         heartbeat_interval=HEARTBEAT,
         heartbeat_timeout=30.0,
         ack_timeout=30.0,
@@ -390,11 +395,12 @@ def run_role(args: argparse.Namespace) -> None:
     anyio.run(main)
 
 
-def _client(role: str, url: str, quick: bool) -> Child:
+def _client(role: str, url: str, quick: bool, user: str | None = None) -> Child:
     warmup, seconds = (0.3, 0.7) if quick else (0.5, 2.0)
     return Child(
         [
             str(Path(__file__).resolve()),
+            *(["--user", user] if user else []),
             "--role",
             role,
             "--url",
@@ -411,9 +417,11 @@ def _client(role: str, url: str, quick: bool) -> Child:
     )
 
 
-def _sample(role: str, url: str, quick: bool, server: Child) -> dict[str, Any]:
+def _sample(
+    role: str, url: str, quick: bool, server: Child, user: str | None = None
+) -> dict[str, Any]:
     cpu = cpu_seconds(server.pid)
-    with _client(role, url, quick) as child:
+    with _client(role, url, quick, user) as child:
         result = child.line(timeout=60)
         child.wait(30)
     # Server CPU over the whole sample (handshake and warm-up included) per reply sent.
@@ -452,6 +460,7 @@ def measure(quick: bool, only: str | None = None, repeats: int | None = None) ->
             "P3": [
                 ("flare", "flare-client", f"ws://{flare_addr['ws']}", flare),
                 ("peer", "ws-peer-client", f"ws://{ws_addr['ws']}", ws_peer),
+                ("identified", "flare-client", f"ws://{flare_addr['ws']}", flare),
             ],
             "P4": [
                 ("flare", "flare-client", f"quic://{flare_addr['quic']}", flare),
@@ -463,7 +472,8 @@ def measure(quick: bool, only: str | None = None, repeats: int | None = None) ->
         for i in range(repeats):
             for row, pair in cases.items():
                 for side, role, url, server in pair if i % 2 == 0 else pair[::-1]:
-                    samples[f"{row}-{side}"].append(_sample(role, url, quick, server))
+                    user = "bench" if side == "identified" else None
+                    samples[f"{row}-{side}"].append(_sample(role, url, quick, server, user))
     note = f"window {WINDOW}, {SIZE} B payloads, {repeats} interleaved repeats"
     rows = []
     for id, what, peer_name, goal in ROWS:
@@ -490,6 +500,17 @@ def measure(quick: bool, only: str | None = None, repeats: int | None = None) ->
                 round(s["server_cpu_per_msg_us"], 1) for s in runs
             ]
         row.extra["flare_pongs"] = [s["pongs"] for s in flare_runs]
+        identified = samples.get(f"{id}-identified")
+        if identified:
+            # The same client with a user id: the hub's resend de-duplication on the path.
+            rates = [s["rate"] for s in identified]
+            row.extra["identified_rates"] = [round(r) for r in rates]
+            row.extra["identified_ratio"] = round(
+                paired_ratio(rates, [s["rate"] for s in peer_runs]), 2
+            )
+            row.extra["identified_server_cpu_us_per_msg"] = [
+                round(s["server_cpu_per_msg_us"], 1) for s in identified
+            ]
         rows.append(row)
     return rows
 
@@ -505,6 +526,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
     parser.add_argument("--window", type=int, default=WINDOW, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=SIZE, help=argparse.SUPPRESS)
+    parser.add_argument("--user", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
         with contextlib.suppress(KeyboardInterrupt):

@@ -13,7 +13,7 @@ driver's bounded queue, so a slow peer never blocks anyone else.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -42,7 +42,7 @@ from flare_proto import (
     admit,
     message_frame,
 )
-from flare_proto._dedup import SendKey
+from flare_proto._dedup import Sender
 from flare_proto._frames import SEND, MetadataIn, ack_id
 
 from ._clock import now, process_ids
@@ -53,6 +53,7 @@ from ._transport import Transport
 log = logging.getLogger("flare.server")
 
 _OPEN = ServerState.OPEN
+
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +87,15 @@ class Connection:
         """Metadata the authenticator attached (``Accept.metadata``)."""
         self.announced = False
         """True once ``on_connect`` hooks ran (then ``on_disconnect`` hooks will too)."""
+        self.sender: Sender | None = None
+        """Who sends, once accepted, for the hub's resend de-duplication (``None``:
+        anonymous, or not accepted yet)."""
+        self.siblings: Sequence[Connection] = ()
+        """The hub's connections with the same :attr:`sender`, this one included (shared
+        by them; empty without a sender)."""
+        self.handling: int | None = None
+        """The fingerprint of the SEND whose handler runs now (one at a time: frames are
+        handled in order)."""
         self.tasks: anyio.abc.TaskGroup | None = None
         self.lock: anyio.Lock | None = None
         """Held while an authenticator's verdict and ``on_connect`` run in another task:
@@ -201,12 +211,11 @@ class Hub:
             (RecentSends() if dedup else None) if isinstance(dedup, bool) else dedup
         )
         """SENDs handled lately (``dedup``): a resend of one is ACKed, not handled again."""
+        self._senders: dict[Sender, list[Connection]] = {}  # Connection.siblings
+        self._waits: dict[int, anyio.Event] = {}  # resends waiting for a handler, by key
         self.resend_wait = resend_wait
         """How long a resend waits for the same SEND's handler running on another
         connection before it is handled again (the client's ``ack_timeout`` by default)."""
-        # SENDs whose handler runs now, by key; the value is created only when a resend
-        # arrives meanwhile and has to wait for the outcome.
-        self._handling: dict[SendKey, anyio.Event | None] = {}
         self.router: Router[Connection] = Router()
         self.connections: dict[str, Connection] = {}
         """Every live connection by id, accepted or not."""
@@ -304,6 +313,11 @@ class Hub:
         finally:
             self.connections.pop(conn.id, None)
             self.registry.remove(conn.id)
+            if conn.sender is not None:
+                siblings = self._senders[conn.sender]
+                siblings.remove(conn)
+                if not siblings:
+                    del self._senders[conn.sender]
             if conn.announced and self._on_disconnect:
                 # Shielded and bounded: shutdown and cancellation must not skip the hooks.
                 self._in_hooks += 1
@@ -363,6 +377,12 @@ class Hub:
             kicked = self.connections.get(old.connection_id)
             if kicked is not None:
                 kicked.driver.flush()
+        device = conn.device
+        sender = RecentSends.sender(core.user_id, device.device_id if device else None)
+        if sender is not None and self.recent_sends is not None:
+            conn.sender = sender
+            conn.siblings = siblings = self._senders.setdefault(sender, [])
+            siblings.append(conn)
         conn.driver.flush()
         conn.announced = True
         for hook in self._on_connect:
@@ -372,56 +392,56 @@ class Hub:
                 log.exception("on_connect hook failed for %s", conn)
 
     async def _on_frame(self, conn: Connection, frame: Frame, kind: CommandKind) -> None:
-        key = None
         recent = self.recent_sends
-        if kind is CommandKind.SEND and recent is not None:
-            device = conn.device
-            key = RecentSends.key(
-                conn.user_id,
-                device.device_id if device is not None else None,
-                ack_id(frame),
-                frame.command.message.payload,
-            )
-            if key is not None:
-                if (key in self._handling or recent.seen(key, now())) and await self._settled(
-                    recent, key
-                ):
-                    # A resend of a SEND the application already has (its ACK was lost):
-                    # ACK it again, do not deliver it twice.
-                    self._ack(conn, frame)
-                    return
-                self._handling.setdefault(key, None)  # (still set if the wait gave up)
+        # conn.sender is set only with de-duplication on (_verdict), so anonymous senders
+        # and a hub without it pay one attribute test here.
+        if conn.sender is not None and kind is CommandKind.SEND and recent is not None:
+            message = frame.command.message
+            key = hash((conn.sender, message.message_id or frame.message_id, message.payload))
+            if (key in recent or len(conn.siblings) > 1) and await self._settled(conn, key):
+                # A resend of a SEND the application already has (its ACK was lost): ACK
+                # it again, do not deliver it twice.
+                self._ack(conn, frame)
+                return
+            conn.handling = key
+            try:
+                await self.router.dispatch(conn, frame, kind)
+            except Exception:
+                # No ACK: the client's send fails after ack_timeout instead of pretending.
+                log.exception("handler failed for %s frame from %s", kind.value, conn)
+                return
+            finally:
+                conn.handling = None
+                if self._waits:
+                    waiting = self._waits.pop(key, None)
+                    if waiting is not None:
+                        waiting.set()
+            recent.add(key)
+            self._ack(conn, frame)
+            return
         try:
             await self.router.dispatch(conn, frame, kind)
         except Exception:
-            # No ACK: the client's send fails after ack_timeout instead of pretending.
             log.exception("handler failed for %s frame from %s", kind.value, conn)
             return
-        else:
-            if key is not None and recent is not None:  # (the second test is for mypy)
-                recent.add(key, now())
-        finally:
-            if key is not None:
-                waiting = self._handling.pop(key, None)
-                if waiting is not None:
-                    waiting.set()
-        if kind is CommandKind.SEND:
-            self._ack(conn, frame)
+        if kind is CommandKind.SEND and not conn.core.closed:
+            conn.core.send_ack(ack_id(frame), now())  # _ack, inlined: the hot path
 
-    async def _settled(self, recent: RecentSends, key: SendKey) -> bool:
-        """Whether the SEND ``key`` was handled, once no handler for it runs any more: a
-        resend can arrive while the first connection's handler is still at work (that
-        connection is not dead yet); a failed handler leaves it unhandled. The wait is
-        bounded (``resend_wait``): past it the resend is handled again, as it would be
-        without de-duplication, rather than holding this connection behind another's
-        handler."""
+    async def _settled(self, conn: Connection, key: int) -> bool:
+        """Whether the SEND ``key`` was handled, once no other connection of its sender
+        handles it any more: a resend can arrive while the first connection's handler is
+        still at work (that connection is not dead yet); a failed handler leaves it
+        unhandled. The wait is bounded (``resend_wait``): past it the resend is handled
+        again, as it would be without de-duplication, rather than holding this connection
+        behind another's handler."""
         with anyio.move_on_after(self.resend_wait):
-            while key in self._handling:
-                waiting = self._handling[key]
+            while any(c.handling == key for c in conn.siblings if c is not conn):
+                waiting = self._waits.get(key)
                 if waiting is None:
-                    waiting = self._handling[key] = anyio.Event()
+                    waiting = self._waits[key] = anyio.Event()
                 await waiting.wait()
-        return recent.seen(key, now())
+        assert self.recent_sends is not None
+        return key in self.recent_sends
 
     @staticmethod
     def _ack(conn: Connection, frame: Frame) -> None:

@@ -8,71 +8,64 @@ import pytest
 from flare_proto import RecentSends, SequentialIds
 
 
-def test_key_names_the_sender_the_message_and_its_content() -> None:
-    h = hash(b"hi")
-    assert RecentSends.key("alice", "phone", "m1", b"hi") == ("alice", "phone", "m1", h)
-    assert RecentSends.key("alice", None, "m1", b"hi") == ("alice", "", "m1", h)
-    assert RecentSends.key(None, "phone", "m1", b"hi") == ("", "phone", "m1", h)
-    # Ids that would collide if the fields were joined into one string do not.
-    assert RecentSends.key("a", "b\x00c", "m", b"") != RecentSends.key("a\x00b", "c", "m", b"")
-    # An id reused for another message is another key: it must not pass for a resend.
-    assert RecentSends.key("alice", "", "m1", b"hi") != RecentSends.key("alice", "", "m1", b"ho")
+def test_sender_is_user_and_device() -> None:
+    assert RecentSends.sender("alice", "phone") == ("alice", "phone")
+    assert RecentSends.sender("alice", None) == ("alice", "")
+    assert RecentSends.sender(None, "phone") == ("", "phone")
 
 
-@pytest.mark.parametrize(
-    ("user", "device", "message"),
-    [(None, None, "m1"), ("", "", "m1"), ("alice", "phone", "")],
-    ids=["anonymous", "empty ids", "no message id"],
-)
-def test_no_key_when_a_resend_could_not_be_told_apart(
-    user: str | None, device: str | None, message: str
-) -> None:
-    """An anonymous sender keeps at-least-once delivery: with no key, nothing is ever
-    swallowed because another client used the same message id."""
-    assert RecentSends.key(user, device, message, b"x") is None
+@pytest.mark.parametrize(("user", "device"), [(None, None), ("", ""), (None, "")])
+def test_anonymous_senders_are_not_remembered(user: str | None, device: str | None) -> None:
+    """No user id and no device id: with no key, nothing is ever swallowed because
+    another client used the same message id (at-least-once)."""
+    assert RecentSends.sender(user, device) is None
 
 
-def test_seen_until_the_ttl_ends() -> None:
-    recent = RecentSends(ttl=10.0)
-    key = ("alice", "", "m1", 0)
-    assert not recent.seen(key, 0.0)
-    recent.add(key, 100.0)
-    assert recent.seen(key, 100.0) and recent.seen(key, 109.9)
-    assert not recent.seen(key, 110.0)
-    assert not recent.seen(("bob", "", "m1", 0), 100.0)
+def key(message: str, payload: bytes = b"p", sender: tuple[str, str] = ("u", "")) -> int:
+    return RecentSends.fingerprint(sender, message, payload)
+
+
+def test_fingerprint_tells_sends_apart() -> None:
+    assert key("m1") == key("m1")
+    # Another payload under the same id is another SEND (an id reused by the application).
+    assert key("m1", b"other") != key("m1")
+    assert key("m1", sender=("v", "")) != key("m1")
+    assert key("m1", sender=("u", "d")) != key("m1")
+    # Fields are not joined into one string, so no choice of ids makes two collide.
+    assert key("m", sender=("a", "b\x00c")) != key("m", sender=("a\x00b", "c"))
+
+
+def test_handled_sends_are_remembered() -> None:
+    recent = RecentSends()
+    assert key("m1") not in recent
+    recent.add(key("m1"))
+    recent.add(key("m1"))
+    assert key("m1") in recent and len(recent) == 1
+    assert key("m1", b"other") not in recent
 
 
 def test_capacity_drops_the_oldest_first() -> None:
-    recent = RecentSends(capacity=3, ttl=1000.0)
-    keys = [("u", "", f"m{i}", 0) for i in range(5)]
-    for t, key in enumerate(keys):
-        recent.add(key, float(t))
+    recent = RecentSends(capacity=3)
+    for i in range(4):
+        recent.add(key(f"m{i}"))
+    assert [key(f"m{i}") in recent for i in range(4)] == [False, True, True, True]
     assert len(recent) == 3
-    assert [recent.seen(k, 5.0) for k in keys] == [False, False, True, True, True]
 
 
-def test_adding_again_refreshes_a_key() -> None:
-    recent = RecentSends(capacity=2, ttl=10.0)
-    a, b, c = ("u", "", "a", 0), ("u", "", "b", 0), ("u", "", "c", 0)
-    recent.add(a, 0.0)
-    recent.add(b, 1.0)
-    recent.add(a, 5.0)  # a is young again: b is now the oldest
-    recent.add(c, 6.0)
-    assert recent.seen(a, 14.0) and recent.seen(c, 6.0) and not recent.seen(b, 6.0)
+def test_bad_capacity_is_refused() -> None:
+    with pytest.raises(ValueError, match="capacity >= 1"):
+        RecentSends(capacity=0)
 
 
-def test_expired_keys_are_dropped_when_adding() -> None:
-    recent = RecentSends(ttl=1.0)
-    for i in range(100):
-        recent.add(("u", "", f"m{i}", 0), 0.0)
-    recent.add(("u", "", "late", 0), 5.0)
-    assert len(recent) == 1
-
-
-@pytest.mark.parametrize(("capacity", "ttl"), [(0, 1.0), (1, 0.0), (1, -1.0)])
-def test_bad_limits_are_refused(capacity: int, ttl: float) -> None:
-    with pytest.raises(ValueError, match="capacity >= 1 and ttl > 0"):
-        RecentSends(capacity=capacity, ttl=ttl)
+def test_eviction_keeps_the_youngest_when_full() -> None:
+    """Structural, not a timing (speed is P3's business): after many evictions the set
+    holds exactly the ``capacity`` youngest SENDs."""
+    recent = RecentSends(capacity=1000)
+    for i in range(50_000):
+        recent.add(key(f"m{i}"))
+    assert len(recent) == 1000
+    assert key("m49999") in recent and key("m49000") in recent
+    assert key("m48999") not in recent
 
 
 def test_ids_start_at_first_and_keep_their_shape() -> None:
