@@ -7,7 +7,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from flare_drivers import Client, Hub, connect_websocket
+from flare_drivers import Client, Hub, WebSocketTransport, connect_websocket
 from flare_drivers._clock import now, process_ids
 from flare_drivers._hub import Connection
 from flare_drivers._transport import TransportClosed
@@ -106,7 +106,7 @@ class RawSession:
     two connections of one device open at once (a :class:`Client` would close the
     first)."""
 
-    def __init__(self, core: ClientConnection, transport: object) -> None:
+    def __init__(self, core: ClientConnection, transport: WebSocketTransport) -> None:
         self.core = core
         self.transport = transport
         self.events: list[Event] = []
@@ -123,7 +123,7 @@ class RawSession:
     async def flush(self) -> None:
         out = self.core.data_to_send()
         if out:
-            await self.transport.send(out)  # type: ignore[attr-defined]
+            await self.transport.send(out)
 
     async def until(self, predicate: type) -> Event:
         """Read and answer until an event of type ``predicate`` arrives."""
@@ -132,11 +132,29 @@ class RawSession:
                 if isinstance(event, predicate):
                     self.events.remove(event)
                     return event
-            data = await self.transport.receive()  # type: ignore[attr-defined]
+            data = await self.transport.receive()
             assert not isinstance(data, TransportClosed), data
             self.core.receive_message(data, now())
             self.events.extend(self.core.events_received())
             await self.flush()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose(None, "done")
+
+
+async def resend_during_its_handler(
+    address: str, handler_entered: anyio.Event
+) -> tuple[RawSession, RawSession]:
+    """One device: SEND "once" (id m-1) on a first connection and, once its handler has
+    started, a second connection that resends what the first left unacknowledged."""
+    old = await RawSession.open(address)
+    await old.until(HandshakeCompleted)
+    old.core.send_message(b"once", now(), message_id="m-1")
+    await old.flush()
+    await handler_entered.wait()
+    new = await RawSession.open(address, resend=old.core.pending_sends())
+    await new.until(HandshakeCompleted)
+    return old, new
 
 
 async def test_resend_while_the_first_handler_runs_waits_for_its_outcome() -> None:
@@ -155,13 +173,7 @@ async def test_resend_while_the_first_handler_runs_waits_for_its_outcome() -> No
 
     with anyio.fail_after(15):
         async with running(hub, ["ws"]) as bound, anyio.create_task_group() as tg:
-            old = await RawSession.open(url(bound, "ws"))
-            await old.until(HandshakeCompleted)
-            old.core.send_message(b"once", now(), message_id="m-1")
-            await old.flush()
-            await entered.wait()
-            new = await RawSession.open(url(bound, "ws"), resend=old.core.pending_sends())
-            await new.until(HandshakeCompleted)
+            old, new = await resend_during_its_handler(url(bound, "ws"), entered)
             acked = anyio.Event()
 
             async def wait_ack() -> None:
@@ -173,8 +185,8 @@ async def test_resend_while_the_first_handler_runs_waits_for_its_outcome() -> No
             assert not acked.is_set()  # held until the first handler's outcome is known
             release.set()
             await acked.wait()
-            await old.transport.aclose(None, "done")  # type: ignore[attr-defined]
-            await new.transport.aclose(None, "done")  # type: ignore[attr-defined]
+            await old.aclose()
+            await new.aclose()
     assert handled == [b"once"]
 
 
@@ -232,14 +244,8 @@ async def test_a_resend_stops_waiting_for_a_stuck_handler() -> None:
 
     with anyio.fail_after(15):
         async with running(hub, ["ws"]) as bound:
-            old = await RawSession.open(url(bound, "ws"))
-            await old.until(HandshakeCompleted)
-            old.core.send_message(b"once", now(), message_id="m-1")
-            await old.flush()
-            await stuck.wait()
-            new = await RawSession.open(url(bound, "ws"), resend=old.core.pending_sends())
-            await new.until(HandshakeCompleted)
+            old, new = await resend_during_its_handler(url(bound, "ws"), stuck)
             await new.until(MessageAcked)
-            await old.transport.aclose(None, "done")  # type: ignore[attr-defined]
-            await new.transport.aclose(None, "done")  # type: ignore[attr-defined]
+            await old.aclose()
+            await new.aclose()
     assert len(handled) == 2 and handled[0] != handled[1]
